@@ -1,0 +1,169 @@
+package mixmaster
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// JobStore is the durable record of jobs and the queue. Implementations are
+// safe for concurrent use. Only the runner changes a job after CreateJob.
+type JobStore interface {
+	// CreateJob assigns job an ID, stores it as queued and appends it to the
+	// queue in one durable transaction. When job.DeliveryID is set and a job
+	// with that delivery already exists, it returns that job and created is
+	// false, and nothing is written.
+	CreateJob(ctx context.Context, job *Job) (stored *Job, created bool, err error)
+
+	// Job returns the job with the given ID, or an ENOTFOUND error.
+	Job(ctx context.Context, id JobID) (*Job, error)
+
+	// Jobs lists jobs matching f, newest first.
+	Jobs(ctx context.Context, f JobFilter) ([]*Job, error)
+
+	// Claim moves the oldest queued job for which accept returns true to
+	// running, sets StartedAt and returns it. It returns nil, nil when no
+	// queued job is accepted. accept runs inside the transaction and must
+	// be quick and must not call the store.
+	Claim(ctx context.Context, accept func(*Job) bool) (*Job, error)
+
+	// Finish moves a running job to a final status. It returns an
+	// ECONFLICT error when the transition is not allowed.
+	Finish(ctx context.Context, id JobID, o Outcome) (*Job, error)
+
+	// Update replaces the mutable details of a running job (commit, image,
+	// cache marks) without changing its status.
+	Update(ctx context.Context, id JobID, fn func(*Job)) (*Job, error)
+
+	// CancelQueued moves a queued job to canceled. It returns ECONFLICT when
+	// the job is not queued.
+	CancelQueued(ctx context.Context, id JobID, reason string) (*Job, error)
+
+	// Recover is called once at start-up, before any Claim: every job left
+	// running by a previous process becomes errored with reason, and jobs
+	// with Attempt 0 are queued again once as a new job. It returns the
+	// interrupted jobs.
+	Recover(ctx context.Context, reason string) ([]*Job, error)
+
+	// QueueLen returns the number of queued jobs.
+	QueueLen(ctx context.Context) (int, error)
+
+	// Notify returns a channel that receives a value after jobs are queued.
+	Notify() <-chan struct{}
+}
+
+// Submitter turns requests into queued jobs: it validates and routes the
+// request, then stores the job durably before returning it.
+type Submitter interface {
+	// Submit queues a webhook build. created is false when the request
+	// repeated a delivery that was already accepted.
+	Submit(ctx context.Context, r Request) (job *Job, created bool, err error)
+}
+
+// Canceler stops a queued or running job. The runner records the outcome.
+type Canceler interface {
+	Cancel(ctx context.Context, id JobID) (*Job, error)
+}
+
+// CheckoutSpec says which commit of which repository to put where.
+type CheckoutSpec struct {
+	URL string // clone URL, already validated
+	Ref string // a full SHA, or a branch name when no commit was given
+	Dir string // the workspace; created when missing, kept between builds
+	Env []string
+}
+
+// SCM fetches repositories and checks out commits.
+type SCM interface {
+	// Checkout makes spec.Dir a clean checkout of spec.Ref and returns the
+	// full commit SHA. Progress goes to log.
+	Checkout(ctx context.Context, spec CheckoutSpec, log io.Writer) (commit string, err error)
+}
+
+// ExecSpec is one command to run for a job.
+type ExecSpec struct {
+	JobID   JobID
+	Project string
+	Command string   // run with sh -c; comes from the trusted config
+	Dir     string   // working directory
+	Env     []string // KEY=value pairs added to a minimal base environment
+	Image   string   // container image (docker executor only)
+	Mounts  []Mount  // extra bind mounts (docker executor only)
+	Timeout time.Duration
+}
+
+// Mount is a host directory shown to a container.
+type Mount struct {
+	Source, Target string
+	ReadOnly       bool
+}
+
+// Executor runs one command. The exit code and the error are separate: a
+// command that ran and exited non-zero returns its code and a nil error; an
+// error means the command could not be run or was stopped (ctx done).
+type Executor interface {
+	Run(ctx context.Context, spec ExecSpec, stdout, stderr io.Writer) (exitCode int, err error)
+}
+
+// KeyAgent serves an ssh-agent that lives only as long as one job.
+type KeyAgent interface {
+	// Start begins serving an agent holding the configured key and returns
+	// the socket path for SSH_AUTH_SOCK and a function that stops it and
+	// removes the socket.
+	Start(ctx context.Context, id JobID) (sock string, stop func(), err error)
+}
+
+// Log is the output of one job: timestamped lines marked by their source.
+type Log interface {
+	Status(format string, args ...any) // "#"
+	Command(cmd string)                // "$"
+	Stdout() io.Writer                 // "O"
+	Stderr() io.Writer                 // "!"
+	Close() error
+}
+
+// LogStore keeps job logs on disk.
+type LogStore interface {
+	// Create opens the log of a job for appending.
+	Create(id JobID) (Log, error)
+	// Open opens the log of a job for reading; ENOTFOUND when none exists.
+	Open(id JobID) (io.ReadSeekCloser, error)
+}
+
+// Event says that something about a job changed: its status or its log.
+type Event struct {
+	JobID  JobID
+	Status Status // empty when only the log grew
+}
+
+// EventService fans job events out to live viewers. Publish never blocks.
+type EventService interface {
+	Publish(e Event)
+	// Subscribe returns a channel of events for one job (or every job when
+	// id is 0) and a function to unsubscribe. A slow subscriber misses
+	// events rather than slowing the publisher; the channel then still
+	// holds at least one pending event.
+	Subscribe(id JobID) (<-chan Event, func())
+}
+
+// Notifier tells people about jobs. Notify must not block the caller for
+// long and must not fail the job; errors are the notifier's to log.
+type Notifier interface {
+	Notify(ctx context.Context, n Notification)
+}
+
+// NotificationKind is the moment a notification is about.
+type NotificationKind string
+
+const (
+	NotifyStart   NotificationKind = "start"
+	NotifyFinish  NotificationKind = "finish"
+	NotifyFailure NotificationKind = "failure"
+)
+
+// Notification carries a job and, at the end, its log text.
+type Notification struct {
+	Kind NotificationKind
+	Job  Job
+	Log  string
+}
