@@ -7,15 +7,15 @@ import (
 
 // Error codes. Each maps to exactly one HTTP status in the api package.
 const (
-	EINVALID       = "invalid"        // malformed request: 400
-	EUNAUTHORIZED  = "unauthorized"   // missing or wrong credentials: 401
-	EFORBIDDEN     = "forbidden"      // known caller, not allowed: 403
-	ENOTFOUND      = "not_found"      // 404
-	ECONFLICT      = "conflict"       // state does not allow it: 409
-	ETOOLARGE      = "too_large"      // body over the limit: 413
-	EUNPROCESSABLE = "unprocessable"  // well-formed but nothing is set up for it: 422
-	EUNAVAILABLE   = "unavailable"    // backlog full, disk full, shutting down: 503
-	EINTERNAL      = "internal"       // our fault: 500
+	EINVALID       = "invalid"       // malformed request: 400
+	EUNAUTHORIZED  = "unauthorized"  // missing or wrong credentials: 401
+	EFORBIDDEN     = "forbidden"     // known caller, not allowed: 403
+	ENOTFOUND      = "not_found"     // 404
+	ECONFLICT      = "conflict"      // state does not allow it: 409
+	ETOOLARGE      = "too_large"     // body over the limit: 413
+	EUNPROCESSABLE = "unprocessable" // well-formed but nothing is set up for it: 422
+	EUNAVAILABLE   = "unavailable"   // backlog full, disk full, shutting down: 503
+	EINTERNAL      = "internal"      // our fault: 500
 )
 
 // Error is an error a user should see: a code and a message meant for them.

@@ -97,8 +97,8 @@ type Job struct {
 	Project string `json:"project"`
 
 	// Webhook builds.
-	Target        string `json:"target,omitempty"`  // the branch or ref to check out
-	Task          string `json:"task,omitempty"`    // optional task name
+	Target        string `json:"target,omitempty"`    // the branch or ref to check out
+	Task          string `json:"task,omitempty"`      // optional task name
 	ConfigKey     string `json:"configKey,omitempty"` // the config key that matched
 	Command       string `json:"command,omitempty"`   // the command as resolved at acceptance
 	Commit        string `json:"commit,omitempty"`    // requested commit (SHA or ref); resolved SHA after checkout
