@@ -1,0 +1,151 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"mixmaster"
+)
+
+// DefaultBodyLimit caps request bodies when Handler.BodyLimit is zero. Gitea
+// push payloads with many commits stay well below it.
+const DefaultBodyLimit int64 = 1 << 20
+
+// Handler serves the webhook endpoints and the JSON API. Its fields are set
+// before Register is called and not changed afterwards.
+type Handler struct {
+	// Jobs is read through Job and Jobs only; the runner owns every change.
+	Jobs mixmaster.JobStore
+	// Submitter validates, routes and durably queues webhook builds.
+	Submitter mixmaster.Submitter
+	// Canceler stops queued and running jobs for the cancel route.
+	Canceler mixmaster.Canceler
+	// Logs opens job logs for reading.
+	Logs mixmaster.LogStore
+	// Events wakes log followers; without it they only poll.
+	Events mixmaster.EventService
+	// Version is shown by GET /version.
+	Version string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// BodyLimit caps POST bodies in bytes; zero means DefaultBodyLimit.
+	BodyLimit int64
+
+	// pollEvery is how often a followed log is checked without an event;
+	// zero means one second. Tests shorten it.
+	pollEvery time.Duration
+}
+
+// Register adds every route of the handler to e.
+func (h *Handler) Register(e *echo.Echo) {
+	limit := h.limitBody
+
+	// Webhooks, as the original Mixmaster bridge served them.
+	e.POST("/", h.lightweight, limit)
+	e.PUT("/", h.lightweight, limit)
+	e.POST("/gitea", h.gitea, limit)
+	e.GET("/version", h.version)
+
+	// JSON API.
+	v1 := e.Group("/api/v1")
+	v1.GET("/jobs", h.listJobs)
+	v1.GET("/jobs/:id", h.getJob)
+	v1.GET("/jobs/:id/log", h.jobLog)
+	v1.POST("/jobs/:id/cancel", h.cancelJob, limit)
+}
+
+func (h *Handler) logger() *slog.Logger {
+	if h.Logger != nil {
+		return h.Logger
+	}
+	return slog.Default()
+}
+
+func (h *Handler) bodyLimit() int64 {
+	if h.BodyLimit > 0 {
+		return h.BodyLimit
+	}
+	return DefaultBodyLimit
+}
+
+// limitBody refuses bodies over the limit: at once when Content-Length says
+// so, and while reading otherwise (chunked bodies have no length).
+func (h *Handler) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		limit := h.bodyLimit()
+		r := c.Request()
+		if r.ContentLength > limit {
+			return tooLarge(limit)
+		}
+		r.Body = http.MaxBytesReader(c.Response(), r.Body, limit)
+		return next(c)
+	}
+}
+
+func tooLarge(limit int64) error {
+	return mixmaster.Errorf(mixmaster.ETOOLARGE, "Request body too large (limit %d bytes).", limit)
+}
+
+// readBody reads the whole request body, which limitBody has bounded.
+func readBody(c echo.Context) ([]byte, error) {
+	b, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge(mbe.Limit)
+		}
+		var he *echo.HTTPError
+		if errors.As(err, &he) {
+			return nil, he
+		}
+		// Almost always a client that hung up mid-body.
+		return nil, mixmaster.Errorf(mixmaster.EINVALID, "Could not read the request body.")
+	}
+	return b, nil
+}
+
+func (h *Handler) version(c echo.Context) error {
+	v := h.Version
+	if v == "" {
+		v = "dev"
+	}
+	return c.String(http.StatusOK, "mixmaster "+v+"\n")
+}
+
+// accepted is the reply to a queued (or already queued) build.
+type accepted struct {
+	ID  mixmaster.JobID `json:"id"`
+	URL string          `json:"url"`
+}
+
+// submit queues r and answers 202, or 200 when the delivery was a repeat
+// and the earlier job is returned instead.
+func (h *Handler) submit(c echo.Context, r mixmaster.Request) error {
+	job, created, err := h.Submitter.Submit(c.Request().Context(), r)
+	if err != nil {
+		return fmt.Errorf("submit %s: %w", r.Trigger, err)
+	}
+	status := http.StatusAccepted
+	if !created {
+		status = http.StatusOK
+	}
+	return c.JSON(status, accepted{ID: job.ID, URL: jobURL(c.Scheme(), c.Request().Host, job.Project, job.ID)})
+}
+
+// jobURL is the absolute address of a job's page. Each segment of the
+// project is escaped on its own so that owner/name keeps its slash.
+func jobURL(scheme, host, project string, id mixmaster.JobID) string {
+	segs := strings.Split(project, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return scheme + "://" + host + "/job/" + strings.Join(segs, "/") + "/" + id.String()
+}
