@@ -1,0 +1,435 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"mixmaster"
+)
+
+// DefaultTimeout bounds a job when neither the project nor the service
+// sets a timeout, so a hung build cannot hold a slot forever.
+const DefaultTimeout = time.Hour
+
+// RestartReason is recorded on jobs that a crash or stop interrupted.
+const RestartReason = "interrupted by restart"
+
+var (
+	errCanceled = errors.New("canceled")
+	errStopping = errors.New("service stopping")
+)
+
+// Runner takes queued jobs from the store and runs them in a fixed number
+// of slots. Jobs that share a checkout (same project and target) never run
+// at the same time; others run in parallel. Only the runner changes a job
+// after it is queued.
+type Runner struct {
+	Store     mixmaster.JobStore
+	Logs      mixmaster.LogStore
+	Events    mixmaster.EventService
+	SCM       mixmaster.SCM
+	Executors map[string]mixmaster.Executor // by .executor name; "shell" is the default
+	Agent     mixmaster.KeyAgent            // optional per-job ssh-agent
+	Notifier  mixmaster.Notifier            // optional
+	Projects  Projects
+
+	// Root is the build root: checkouts and caches live below it.
+	Root string
+	// ArtifactsDir returns the directory whose contents are kept for a job.
+	ArtifactsDir func(mixmaster.JobID) string
+
+	Concurrency int           // zero means the number of CPUs
+	Timeout     time.Duration // default per-job timeout; zero means DefaultTimeout
+	Logger      *slog.Logger
+	Now         func() time.Time
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the dispatcher
+	jobsWG sync.WaitGroup // running jobs
+	wake   chan struct{}
+
+	mu      sync.Mutex
+	running map[mixmaster.JobID]context.CancelCauseFunc
+	busy    map[string]bool
+	free    int
+}
+
+var _ mixmaster.Canceler = (*Runner)(nil)
+
+// Open recovers jobs a previous process left running and starts the
+// dispatcher. It returns once the runner is ready.
+func (r *Runner) Open() error {
+	if r.Logger == nil {
+		r.Logger = slog.Default()
+	}
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	if r.Concurrency <= 0 {
+		r.Concurrency = runtime.NumCPU()
+	}
+	r.free = r.Concurrency
+	r.running = make(map[mixmaster.JobID]context.CancelCauseFunc)
+	r.busy = make(map[string]bool)
+	r.wake = make(chan struct{}, 1)
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+
+	interrupted, err := r.Store.Recover(r.ctx, RestartReason)
+	if err != nil {
+		return fmt.Errorf("recover jobs: %w", err)
+	}
+	for _, j := range interrupted {
+		r.Logger.Warn("job interrupted by restart", "job_id", j.ID, "project", j.Project)
+		r.appendStatus(j.ID, "Build errored: %s", RestartReason)
+		r.publish(j.ID, mixmaster.StatusErrored)
+	}
+	r.wg.Add(1)
+	go r.dispatch()
+	return nil
+}
+
+// Close stops taking jobs, lets running jobs finish for up to grace, then
+// stops them. Jobs stopped this way stay recorded as running, so the next
+// start marks them interrupted and queues them again: a restart loses
+// nothing.
+func (r *Runner) Close(grace time.Duration) error {
+	if r.cancel == nil {
+		return nil
+	}
+	r.cancel()
+	r.wg.Wait()
+	done := make(chan struct{})
+	go func() { r.jobsWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		r.mu.Lock()
+		for _, cancel := range r.running {
+			cancel(errStopping)
+		}
+		r.mu.Unlock()
+		<-done
+	}
+	return nil
+}
+
+// Cancel stops a queued or running job. A queued job is canceled at once; a
+// running one is stopped and recorded as canceled by its slot.
+func (r *Runner) Cancel(ctx context.Context, id mixmaster.JobID) (*mixmaster.Job, error) {
+	r.mu.Lock()
+	cancel, running := r.running[id]
+	r.mu.Unlock()
+	if running {
+		cancel(errCanceled)
+		return r.Store.Job(ctx, id)
+	}
+	job, err := r.Store.Job(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if job.Status.Done() {
+		return nil, mixmaster.Errorf(mixmaster.ECONFLICT, "job %d already %s", id, job.Status)
+	}
+	job, err = r.Store.CancelQueued(ctx, id, "canceled before it started")
+	if err != nil {
+		return nil, err
+	}
+	r.publish(id, job.Status)
+	return job, nil
+}
+
+// Kick wakes the dispatcher; the store's notify channel does the same.
+func (r *Runner) Kick() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Runner) dispatch() {
+	defer r.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		for r.claimOne() {
+		}
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-r.Store.Notify():
+		case <-r.wake:
+		case <-tick.C: // a safety net for missed wake-ups
+		}
+	}
+}
+
+// claimOne starts one job if a slot is free and a runnable job is queued.
+func (r *Runner) claimOne() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.free == 0 || r.ctx.Err() != nil {
+		return false
+	}
+	job, err := r.Store.Claim(r.ctx, func(j *mixmaster.Job) bool { return !r.busy[lockKey(j)] })
+	if err != nil {
+		if r.ctx.Err() == nil {
+			r.Logger.Error("claim job", "err", err)
+		}
+		return false
+	}
+	if job == nil {
+		return false
+	}
+	key := lockKey(job)
+	r.busy[key] = true
+	r.free--
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.ctx))
+	r.running[job.ID] = cancel
+	r.jobsWG.Add(1)
+	go func() {
+		defer r.jobsWG.Done()
+		r.run(ctx, job)
+		cancel(nil)
+		r.mu.Lock()
+		delete(r.running, job.ID)
+		delete(r.busy, key)
+		r.free++
+		r.mu.Unlock()
+		r.Kick()
+	}()
+	return true
+}
+
+// lockKey names what a job needs to itself: its checkout.
+func lockKey(j *mixmaster.Job) string {
+	return j.Project + "\x00" + j.Target
+}
+
+// run executes one claimed job and records its outcome.
+func (r *Runner) run(ctx context.Context, job *mixmaster.Job) {
+	logger := r.Logger.With("job_id", job.ID, "project", job.Project)
+	r.publish(job.ID, mixmaster.StatusRunning)
+	log, err := r.Logs.Create(job.ID)
+	if err != nil {
+		logger.Error("create log", "err", err)
+		r.finish(job, nil, mixmaster.Outcome{Status: mixmaster.StatusErrored, Error: "cannot create log: " + err.Error()})
+		return
+	}
+	o := r.runWebhook(ctx, job, log)
+	if errors.Is(context.Cause(ctx), errStopping) {
+		// Leave the job running in the store: the next start records it as
+		// interrupted and queues it again.
+		log.Status("Build interrupted: the service is stopping; it will run again after restart")
+		log.Close()
+		logger.Warn("job interrupted by shutdown")
+		return
+	}
+	switch o.Status {
+	case mixmaster.StatusSucceeded:
+		log.Status("Build finished")
+	case mixmaster.StatusCanceled:
+		log.Status("Build canceled")
+	default:
+		log.Status("Build failed: %s", o.Error)
+	}
+	if err := log.Close(); err != nil {
+		logger.Error("close log", "err", err)
+	}
+	r.finish(job, log, o)
+}
+
+func (r *Runner) finish(job *mixmaster.Job, log mixmaster.Log, o mixmaster.Outcome) {
+	done, err := r.Store.Finish(context.WithoutCancel(r.ctx), job.ID, o)
+	if err != nil {
+		r.Logger.Error("finish job", "job_id", job.ID, "err", err)
+		return
+	}
+	r.publish(job.ID, done.Status)
+	if r.Notifier == nil {
+		return
+	}
+	kind := mixmaster.NotifyFinish
+	if done.Status != mixmaster.StatusSucceeded {
+		kind = mixmaster.NotifyFailure
+	}
+	r.Notifier.Notify(context.WithoutCancel(r.ctx), mixmaster.Notification{Kind: kind, Job: *done, Log: r.logTail(job.ID, 64<<10)})
+}
+
+// runWebhook checks out the pushed commit and runs the configured command.
+func (r *Runner) runWebhook(ctx context.Context, job *mixmaster.Job, log mixmaster.Log) mixmaster.Outcome {
+	errored := func(format string, args ...any) mixmaster.Outcome {
+		return mixmaster.Outcome{Status: mixmaster.StatusErrored, Error: fmt.Sprintf(format, args...)}
+	}
+	p, ok := r.Projects(job.Project)
+	if !ok {
+		return errored("project %q is no longer configured", job.Project)
+	}
+	// The command is looked up again so that config edits made while the
+	// job waited take effect, and a removed target does not run.
+	route, err := Resolve(p, job.Target, job.Task)
+	if err != nil {
+		return errored("%s", mixmaster.ErrorMessage(err))
+	}
+	timeout := r.timeout(p)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	checkout := CheckoutDir(r.Root, job.Project, job.Target)
+	log.Status("Build started for %s %s in %s", job.Project, job.Target, checkout)
+
+	env := []string{}
+	if r.Agent != nil {
+		sock, stop, err := r.Agent.Start(ctx, job.ID)
+		if err != nil {
+			return errored("ssh-agent: %v", err)
+		}
+		defer stop()
+		env = append(env, "SSH_AUTH_SOCK="+sock)
+	}
+
+	ref := job.Target
+	if job.Commit != "" {
+		ref = job.Commit
+	}
+	commit, err := r.SCM.Checkout(ctx, mixmaster.CheckoutSpec{URL: job.RepositoryURL, Ref: ref, Dir: checkout, Env: env}, log.Stdout())
+	if err != nil {
+		if o, stopped := r.stopped(ctx, timeout); stopped {
+			return o
+		}
+		return errored("checkout: %s", checkoutMessage(err))
+	}
+	if _, err := r.Store.Update(ctx, job.ID, func(j *mixmaster.Job) { j.Commit = commit }); err != nil {
+		return errored("record commit: %v", err)
+	}
+	job.Commit = commit
+	// The start mail goes out once the commit is known, so it can name it.
+	if r.Notifier != nil {
+		r.Notifier.Notify(ctx, mixmaster.Notification{Kind: mixmaster.NotifyStart, Job: *job})
+	}
+
+	artifacts := r.ArtifactsDir(job.ID)
+	cache := filepath.Join(r.Root, "cache", pathSegment(job.Project))
+	params := filepath.Join(filepath.Dir(artifacts), "params")
+	for _, dir := range []string{artifacts, cache, params} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return errored("prepare %s: %v", dir, err)
+		}
+	}
+	env = append(env,
+		"MIXMASTER_JOB_ID="+job.ID.String(),
+		"MIXMASTER_PROJECT="+job.Project,
+		"MIXMASTER_TARGET="+job.Target,
+		"MIXMASTER_TASK="+job.Task,
+		"MIXMASTER_COMMIT="+commit,
+		"MIXMASTER_REPOSITORY_URL="+job.RepositoryURL,
+		"MIXMASTER_VIEW_URL="+job.ViewURL,
+		"MIXMASTER_ARTIFACTS="+artifacts,
+		"MIXMASTER_CACHE="+cache,
+		"MIXMASTER_PARAMS="+params,
+	)
+	exec, ok := r.Executors[executorName(p)]
+	if !ok {
+		return errored("no %q executor is available", executorName(p))
+	}
+	log.Command(route.Command)
+	code, err := exec.Run(ctx, mixmaster.ExecSpec{
+		JobID:   job.ID,
+		Project: job.Project,
+		Command: route.Command,
+		Dir:     checkout,
+		Env:     env,
+		Image:   p.Image,
+		Timeout: timeout,
+	}, log.Stdout(), log.Stderr())
+	if err != nil {
+		if o, stopped := r.stopped(ctx, timeout); stopped {
+			return o
+		}
+		return errored("run: %v", err)
+	}
+	o := mixmaster.Outcome{Status: mixmaster.StatusSucceeded, ExitCode: &code, Commit: commit}
+	if code != 0 {
+		o.Status = mixmaster.StatusFailed
+		o.Error = fmt.Sprintf("command exited with status %d", code)
+	}
+	return o
+}
+
+// stopped explains an interrupted step: a cancel, a timeout or a stop.
+func (r *Runner) stopped(ctx context.Context, timeout time.Duration) (mixmaster.Outcome, bool) {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errCanceled):
+		return mixmaster.Outcome{Status: mixmaster.StatusCanceled, Error: "canceled"}, true
+	case errors.Is(cause, errStopping):
+		return mixmaster.Outcome{Status: mixmaster.StatusErrored, Error: RestartReason}, true
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return mixmaster.Outcome{Status: mixmaster.StatusFailed, Error: fmt.Sprintf("timed out after %s", timeout)}, true
+	}
+	return mixmaster.Outcome{}, false
+}
+
+func (r *Runner) timeout(p *mixmaster.Project) time.Duration {
+	switch {
+	case p.Timeout > 0:
+		return p.Timeout
+	case r.Timeout > 0:
+		return r.Timeout
+	}
+	return DefaultTimeout
+}
+
+func executorName(p *mixmaster.Project) string {
+	if p.Executor == "" {
+		return "shell"
+	}
+	return p.Executor
+}
+
+// checkoutMessage keeps coded SCM errors readable and others complete.
+func checkoutMessage(err error) string {
+	if mixmaster.ErrorCode(err) != mixmaster.EINTERNAL {
+		return mixmaster.ErrorMessage(err)
+	}
+	return err.Error()
+}
+
+func (r *Runner) publish(id mixmaster.JobID, s mixmaster.Status) {
+	if r.Events != nil {
+		r.Events.Publish(mixmaster.Event{JobID: id, Status: s})
+	}
+}
+
+// appendStatus adds a status line to the log of a job that is not running.
+func (r *Runner) appendStatus(id mixmaster.JobID, format string, args ...any) {
+	log, err := r.Logs.Create(id)
+	if err != nil {
+		return
+	}
+	log.Status(format, args...)
+	log.Close()
+}
+
+// logTail returns up to n bytes from the end of a job's log.
+func (r *Runner) logTail(id mixmaster.JobID, n int64) string {
+	f, err := r.Logs.Open(id)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if end, err := f.Seek(0, io.SeekEnd); err == nil && end > n {
+		f.Seek(end-n, io.SeekStart)
+	} else {
+		f.Seek(0, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
+}

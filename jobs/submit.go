@@ -1,0 +1,114 @@
+package jobs
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"mixmaster"
+)
+
+// Projects looks up a webhook project by its exact name.
+type Projects func(name string) (*mixmaster.Project, bool)
+
+// Service accepts webhook requests: it routes and validates them, then
+// queues them durably. It implements mixmaster.Submitter.
+type Service struct {
+	Store    mixmaster.JobStore
+	Projects Projects
+	// Backlog is how many queued jobs are allowed before new requests get
+	// EUNAVAILABLE; zero means no limit.
+	Backlog int
+}
+
+var _ mixmaster.Submitter = (*Service)(nil)
+
+// Submit validates r, resolves its command and stores it as a queued job.
+// Nothing from r ever reaches a command line: the command comes from the
+// config, and request values travel as environment variables.
+func (s *Service) Submit(ctx context.Context, r mixmaster.Request) (*mixmaster.Job, bool, error) {
+	job, err := s.Plan(r)
+	if err != nil {
+		return nil, false, err
+	}
+	if s.Backlog > 0 {
+		n, err := s.Store.QueueLen(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		if n >= s.Backlog {
+			return nil, false, mixmaster.Errorf(mixmaster.EUNAVAILABLE, "build queue is full (%d jobs waiting); try again later", n)
+		}
+	}
+	return s.Store.CreateJob(ctx, job)
+}
+
+// Plan turns a request into the job it would queue, without storing it.
+// The recipe command and Submit share it so that they can never disagree.
+func (s *Service) Plan(r mixmaster.Request) (*mixmaster.Job, error) {
+	p, ok := s.Projects(r.Project)
+	if !ok {
+		return nil, mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "Unknown project %s", quote(r.Project))
+	}
+	if !mixmaster.ValidRef(r.Target) {
+		if r.Target == "" {
+			return nil, mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "target not specified")
+		}
+		return nil, mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "target %s is not a valid branch name", quote(r.Target))
+	}
+	if r.Task != "" && (strings.ContainsAny(r.Task, "/\x00") || !mixmaster.ValidRef(r.Task)) {
+		return nil, mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "task %s is not a valid task name", quote(r.Task))
+	}
+	if r.Commit != "" && !mixmaster.ValidCommit(r.Commit) && !mixmaster.ValidRef(r.Commit) {
+		return nil, mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "commit %s is neither a full SHA nor a ref name", quote(r.Commit))
+	}
+	if r.Commit == "HEAD" {
+		// The original checked out "HEAD" after cloning the pushed branch:
+		// its tip. Gitea test payloads still send it.
+		r.Commit = ""
+	}
+	route, err := Resolve(p, r.Target, r.Task)
+	if err != nil {
+		return nil, err
+	}
+	url := p.Repository
+	if url != "" {
+		// The config is trusted, but a typo there must not run commands.
+		if err := mixmaster.ValidateRepositoryURL(url, true); err != nil {
+			return nil, err
+		}
+	} else {
+		if r.RepositoryURL == "" {
+			return nil, mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "repositoryUrl not specified and %s has no .repository", quote(p.Name))
+		}
+		if err := mixmaster.ValidateRepositoryURL(r.RepositoryURL, false); err != nil {
+			return nil, err
+		}
+		url = r.RepositoryURL
+	}
+	return &mixmaster.Job{
+		Kind:          mixmaster.KindWebhook,
+		Trigger:       r.Trigger,
+		Project:       p.Name,
+		Target:        r.Target,
+		Task:          r.Task,
+		ConfigKey:     route.Key,
+		Command:       route.Command,
+		Commit:        r.Commit,
+		RepositoryURL: url,
+		ViewURL:       r.ViewURL,
+		Message:       r.Message,
+		Notify:        r.Notify,
+		DeliveryID:    r.DeliveryID,
+		Image:         p.Image,
+	}, nil
+}
+
+// quote renders an untrusted value for an error message: quoted, escaped
+// and short.
+func quote(s string) string {
+	if len(s) > 100 {
+		s = s[:100] + "…"
+	}
+	return "'" + strings.Trim(strconv.Quote(s), `"`) + "'"
+}
