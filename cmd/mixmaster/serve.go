@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/spf13/cobra"
+
+	"mixmaster"
+	"mixmaster/api"
+	"mixmaster/artifacts"
+	"mixmaster/jobs"
+	"mixmaster/jobs/notify"
+	"mixmaster/sandbox/shell"
+	"mixmaster/sandbox/sshagent"
+	"mixmaster/scm"
+	"mixmaster/store"
+)
+
+type serveOptions struct {
+	config    string
+	listen    string
+	demo      bool
+	buildRoot string
+}
+
+func newServeCmd() *cobra.Command {
+	var o serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the build service",
+		Long: `Run the build service: webhooks, the jobs API, the dashboard and the runner.
+
+The config is --config, else $MIXMASTER_CONFIG, else ~/.config/mixmaster.ini.
+With --demo no config is needed: a demo build root with example projects is
+created (in --build-root, default ./.demo) and served on 127.0.0.1:8585.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServe(cmd.Context(), o, cmd.ErrOrStderr())
+		},
+	}
+	cmd.Flags().StringVar(&o.config, "config", "", "config file")
+	cmd.Flags().StringVar(&o.listen, "listen", "", "address to listen on (overrides the config)")
+	cmd.Flags().BoolVar(&o.demo, "demo", false, "serve a built-in demo configuration with example projects")
+	cmd.Flags().StringVar(&o.buildRoot, "build-root", "", "build root (overrides the config)")
+	return cmd
+}
+
+func runServe(ctx context.Context, o serveOptions, stderr interface{ Write([]byte) (int, error) }) error {
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()}))
+	var cfg *Config
+	var err error
+	if o.demo {
+		root := o.buildRoot
+		if root == "" {
+			root = ".demo"
+		}
+		if cfg, err = setUpDemo(ctx, root); err != nil {
+			return err
+		}
+	} else {
+		if cfg, err = LoadConfig(configPath(o.config)); err != nil {
+			return err
+		}
+		if o.buildRoot != "" {
+			cfg.BuildRoot = o.buildRoot
+		}
+	}
+	if o.listen != "" {
+		cfg.Listen, cfg.ListenSet = o.listen, true
+	}
+	m := &Main{Config: cfg, Logger: logger}
+	if err := m.Open(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	logger.Info("stopping")
+	return m.Close()
+}
+
+// configPath picks the config file: the flag, $MIXMASTER_CONFIG, or the
+// original's ~/.config/mixmaster.ini.
+func configPath(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if env := os.Getenv("MIXMASTER_CONFIG"); env != "" {
+		return env
+	}
+	if dir, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(dir, "mixmaster.ini")
+	}
+	return filepath.Join(os.Getenv("HOME"), ".config", "mixmaster.ini")
+}
+
+func logLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("MIXMASTER_LOG_LEVEL"))); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+// Main is the running service, wired from a Config. Tests start it on a
+// loopback port in a temporary build root.
+type Main struct {
+	Config *Config
+	Logger *slog.Logger
+	// Listener, when set, is used instead of listening on Config.Listen.
+	Listener net.Listener
+
+	DB     *store.DB
+	Runner *jobs.Runner
+	Mailer *notify.Mailer
+	Echo   *echo.Echo
+	server *http.Server
+	served chan error
+}
+
+// Addr is the address the service listens on.
+func (m *Main) Addr() string { return m.Listener.Addr().String() }
+
+// Open opens the store, recovers interrupted jobs, starts the runner and
+// starts serving HTTP.
+func (m *Main) Open() error {
+	cfg := m.Config
+	if m.Logger == nil {
+		m.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.BuildRoot, 0o750); err != nil {
+		return fmt.Errorf("build root: %w", err)
+	}
+	db, err := store.Open(filepath.Join(cfg.BuildRoot, "mixmaster.db"))
+	if err != nil {
+		return err
+	}
+	m.DB = db
+
+	broker := jobs.NewBroker()
+	files := &artifacts.Files{Root: cfg.BuildRoot, LogLimit: cfg.LogLimit, Events: broker}
+	projects := func(name string) (*mixmaster.Project, bool) {
+		p, ok := cfg.Projects[name]
+		return p, ok
+	}
+	var notifier mixmaster.Notifier
+	if cfg.MailTo != "" {
+		m.Mailer = &notify.Mailer{
+			To: cfg.MailTo, From: cfg.MailFrom, Command: cfg.MailCommand,
+			SMTPHost: cfg.SMTPHost, SMTPPort: cfg.SMTPPort, SMTPUser: cfg.SMTPUser, SMTPPassword: cfg.SMTPPassword,
+			Logger: m.Logger,
+		}
+		notifier = m.Mailer
+	}
+	m.Runner = &jobs.Runner{
+		Store:        db,
+		Logs:         files,
+		Events:       broker,
+		SCM:          &scm.Git{MirrorRoot: filepath.Join(cfg.BuildRoot, "mirrors"), Logger: m.Logger},
+		Executors:    map[string]mixmaster.Executor{"shell": &shell.Executor{DryRun: cfg.Mode == "dryrun"}},
+		Agent:        &sshagent.Agent{KeyFile: cfg.SSHKey},
+		Notifier:     notifier,
+		Projects:     projects,
+		Root:         cfg.BuildRoot,
+		ArtifactsDir: files.ArtifactsDir,
+		Concurrency:  cfg.JobConcurrency,
+		Timeout:      cfg.JobTimeout,
+		Logger:       m.Logger,
+	}
+	if err := m.Runner.Open(); err != nil {
+		db.Close()
+		return err
+	}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = echo.ExtractIPDirect()
+	e.HTTPErrorHandler = api.NewErrorHandler(m.Logger)
+	e.Use(middleware.Recover())
+	e.Use(requestLogger(m.Logger))
+	h := &api.Handler{
+		Jobs:      db,
+		Submitter: &jobs.Service{Store: db, Projects: projects, Backlog: cfg.JobBacklog},
+		Canceler:  m.Runner,
+		Logs:      files,
+		Events:    broker,
+		Version:   version,
+		Logger:    m.Logger,
+	}
+	h.Register(e)
+	m.Echo = e
+
+	if m.Listener == nil {
+		ln, err := listen(cfg.Listen)
+		if err != nil {
+			m.Runner.Close(0)
+			db.Close()
+			return err
+		}
+		m.Listener = ln
+	}
+	m.server = &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	m.served = make(chan error, 1)
+	go func() { m.served <- m.server.Serve(m.Listener) }()
+	m.Logger.Info("serving", "addr", "http://"+m.Addr(), "build_root", cfg.BuildRoot, "projects", len(cfg.Projects))
+	return nil
+}
+
+// listen uses the socket systemd passes, if any, else binds addr.
+func listen(addr string) (net.Listener, error) {
+	lns, err := activation.Listeners()
+	if err == nil && len(lns) > 0 && lns[0] != nil {
+		return lns[0], nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	return ln, nil
+}
+
+// Close stops serving, lets running jobs finish briefly, then stops them
+// and closes the store.
+func (m *Main) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var errs []error
+	if m.server != nil {
+		if err := m.server.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		if err := <-m.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if m.Runner != nil {
+		errs = append(errs, m.Runner.Close(10*time.Second))
+	}
+	if m.Mailer != nil {
+		m.Mailer.Close()
+	}
+	if m.DB != nil {
+		errs = append(errs, m.DB.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// requestLogger logs each request once, with the status the error handler
+// chose.
+func requestLogger(logger *slog.Logger) echo.MiddlewareFunc {
+	return middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
+		LogMethod: true, LogURI: true, LogStatus: true, LogLatency: true, LogRemoteIP: true,
+		HandleError: true,
+		LogValuesFunc: func(_ echo.Context, v middleware.RequestLoggerValues) error {
+			level := slog.LevelInfo
+			if v.Status >= 500 {
+				level = slog.LevelError
+			}
+			logger.Log(context.Background(), level, "request",
+				"method", v.Method, "uri", v.URI, "status", v.Status,
+				"latency", v.Latency, "remote", v.RemoteIP)
+			return nil
+		},
+	})
+}
