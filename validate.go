@@ -1,12 +1,23 @@
 package mixmaster
 
 import (
+	"net"
 	"net/url"
+	"regexp"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
-// ValidCommit reports whether s is a full commit SHA: 40 hex digits (SHA-1)
-// or 64 (SHA-256).
+// maxRefLen caps ref names. Git allows longer ones, but nothing legitimate
+// needs more, and the name ends up in logs, paths and mails.
+const maxRefLen = 255
+
+// maxURLLen caps repository URLs for the same reason.
+const maxURLLen = 2048
+
+// ValidCommit reports whether s is a full commit ID: 40 (SHA-1) or 64
+// (SHA-256) hexadecimal digits, in either case.
 func ValidCommit(s string) bool {
 	if len(s) != 40 && len(s) != 64 {
 		return false
@@ -20,101 +31,145 @@ func ValidCommit(s string) bool {
 	return true
 }
 
-// ValidRef reports whether s is a plain ref name that git accepts
-// (git check-ref-format, one-level names allowed) and that can never be read
-// as an option: it does not start with "-".
+// ValidRef reports whether s is a ref name that is safe to hand to git: it
+// follows git check-ref-format (with one-level names allowed, as for branch
+// names) and, stricter than git, it does not start with "-" (so it can never
+// be read as an option), is at most 255 bytes and is valid UTF-8.
 func ValidRef(s string) bool {
-	if s == "" || len(s) > 255 || s == "@" || s[0] == '-' || s[0] == '/' {
+	if s == "" || s == "@" || len(s) > maxRefLen || !utf8.ValidString(s) {
 		return false
 	}
-	if strings.HasSuffix(s, "/") || strings.HasSuffix(s, ".") || strings.HasSuffix(s, ".lock") {
+	switch {
+	case s[0] == '-', s[0] == '/', s[len(s)-1] == '/', s[len(s)-1] == '.':
 		return false
-	}
-	if strings.Contains(s, "..") || strings.Contains(s, "@{") || strings.Contains(s, "//") {
+	case strings.Contains(s, ".."), strings.Contains(s, "@{"), strings.Contains(s, "//"):
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c == 0x7f || strings.IndexByte(" ~^:?*[\\", c) >= 0 {
+		if c := s[i]; c < 0x20 || c == 0x7f || strings.IndexByte(" ~^:?*[\\", c) >= 0 {
 			return false
 		}
 	}
-	for _, part := range strings.Split(s, "/") {
-		if strings.HasPrefix(part, ".") || strings.HasSuffix(part, ".lock") {
+	for comp := range strings.SplitSeq(s, "/") {
+		if comp[0] == '.' || strings.HasSuffix(comp, ".lock") {
 			return false
 		}
 	}
 	return true
 }
 
-// ValidateRepositoryURL checks a clone URL. URLs from a request may only use
-// the schemes a forge hands out (https, http, ssh, git, or scp-like
-// user@host:path); allowLocal additionally admits file:// URLs and absolute
-// paths, which only the trusted config may name. Transport helpers such as
-// "ext::" and anything git could read as an option are always refused.
+var (
+	// helperRE matches git's "<transport>::<address>" syntax, which runs a
+	// remote helper (ext:: runs an arbitrary command).
+	helperRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*::`)
+	// hostRE is a host name or an ssh config alias; never an option.
+	hostRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]*$`)
+	// userRE is an ssh user name; never an option.
+	userRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]*$`)
+)
+
+// ValidateRepositoryURL checks that u is a repository URL git may fetch without any
+// chance of running a command or reading an option: an https://, http://,
+// ssh:// or git:// URL with a host, or scp-like [user@]host:path. With
+// allowLocal, meant for URLs from the trusted config, file:// URLs and
+// absolute paths are accepted too. It returns an EUNPROCESSABLE error that
+// says what is wrong.
 func ValidateRepositoryURL(u string, allowLocal bool) error {
-	bad := func(why string) error {
-		return Errorf(EUNPROCESSABLE, "repository URL %q is not allowed: %s", clip(u, 200), why)
+	bad := func(format string, args ...any) error {
+		return Errorf(EUNPROCESSABLE, "invalid repository URL: "+format, args...)
 	}
-	if u == "" {
-		return Errorf(EUNPROCESSABLE, "repository URL is empty")
+	switch {
+	case u == "":
+		return bad("empty")
+	case len(u) > maxURLLen:
+		return bad("longer than %d bytes", maxURLLen)
+	case !utf8.ValidString(u):
+		return bad("not valid UTF-8")
+	case strings.IndexFunc(u, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+		return bad("contains whitespace or control characters")
+	case u[0] == '-':
+		return bad("must not start with '-'")
+	case helperRE.MatchString(u):
+		return bad("the <transport>::<address> form is not allowed")
 	}
-	if len(u) > 2048 {
-		return bad("too long")
-	}
-	if u[0] == '-' {
-		return bad("it starts with '-'")
-	}
-	for i := 0; i < len(u); i++ {
-		if c := u[i]; c <= 0x20 || c == 0x7f {
-			return bad("it contains white space or control characters")
+
+	if scheme, _, ok := strings.Cut(u, "://"); ok {
+		scheme = strings.ToLower(scheme)
+		p, err := url.Parse(u)
+		if err != nil {
+			return bad("%v", urlErrorText(err))
 		}
-	}
-	if strings.Contains(u, "::") {
-		return bad("transport helpers are not allowed")
-	}
-	if strings.HasPrefix(u, "/") {
-		if allowLocal {
-			return nil
-		}
-		return bad("local paths are only allowed in the config")
-	}
-	if scheme, rest, ok := strings.Cut(u, "://"); ok {
-		switch strings.ToLower(scheme) {
-		case "https", "http", "ssh", "git", "git+ssh", "ssh+git":
+		switch scheme {
+		case "https", "http", "ssh", "git":
 		case "file":
-			if allowLocal {
-				return nil
+			if !allowLocal {
+				return bad("file:// URLs are only allowed in the configuration")
 			}
-			return bad("file URLs are only allowed in the config")
+			if p.Host != "" && p.Host != "localhost" {
+				return bad("a file:// URL must not name a host")
+			}
+			if !strings.HasPrefix(p.Path, "/") {
+				return bad("a file:// URL needs an absolute path")
+			}
+			return nil
 		default:
-			return bad("unsupported scheme " + scheme)
+			return bad("scheme %q is not allowed (use https, http, ssh or git)", scheme)
 		}
-		parsed, err := url.Parse(u)
-		if err != nil || parsed.Host == "" || strings.HasPrefix(rest, "-") {
-			return bad("it has no valid host")
+		host := p.Hostname()
+		if host == "" {
+			return bad("no host")
+		}
+		if !hostRE.MatchString(host) && net.ParseIP(host) == nil {
+			return bad("host %q is not a valid host name", host)
+		}
+		if p.User != nil && scheme != "http" && scheme != "https" && !userRE.MatchString(p.User.Username()) {
+			return bad("user %q is not a valid user name", p.User.Username())
+		}
+		if strings.HasPrefix(p.Path, "/-") {
+			return bad("path must not start with '-'")
 		}
 		return nil
 	}
-	// scp-like syntax: [user@]host:path, where no slash comes before the
-	// colon (git's own rule for telling it from a local path).
-	host, path, ok := strings.Cut(u, ":")
-	if !ok || host == "" || path == "" || strings.Contains(host, "/") {
-		return bad("expected https://, ssh://, git:// or user@host:path")
+
+	if strings.HasPrefix(u, "/") {
+		if !allowLocal {
+			return bad("local paths are only allowed in the configuration")
+		}
+		return nil
 	}
-	if at := strings.LastIndexByte(host, '@'); at >= 0 {
-		host = host[at+1:]
+
+	// Git reads "host:path" as scp-like ssh when the colon comes before
+	// any slash; anything else is a relative local path.
+	colon := strings.IndexByte(u, ':')
+	if colon < 0 || (strings.IndexByte(u, '/') >= 0 && strings.IndexByte(u, '/') < colon) {
+		return bad("use an https://, http://, ssh:// or git:// URL, or user@host:path")
 	}
-	if host == "" || host[0] == '-' {
-		return bad("it has no valid host")
+	userHost, path := u[:colon], u[colon+1:]
+	host := userHost
+	if at := strings.LastIndexByte(userHost, '@'); at >= 0 {
+		user := userHost[:at]
+		host = userHost[at+1:]
+		if !userRE.MatchString(user) {
+			return bad("user %q is not a valid user name", user)
+		}
+	}
+	if !hostRE.MatchString(host) {
+		return bad("host %q is not a valid host name", host)
+	}
+	if path == "" {
+		return bad("no path after the colon")
+	}
+	if path[0] == '-' {
+		return bad("path must not start with '-'")
 	}
 	return nil
 }
 
-// clip shortens s for use in a message.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
+// urlErrorText drops the URL that url.Parse repeats in its errors, which
+// could carry a password.
+func urlErrorText(err error) string {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err.Error()
 	}
-	return s[:n] + "…"
+	return "malformed"
 }

@@ -79,9 +79,9 @@ func TestSubmitRejects(t *testing.T) {
 		{"option as branch", func(r *mixmaster.Request) { r.Target = "--upload-pack=touch x" }, mixmaster.EUNPROCESSABLE, "not a valid branch name"},
 		{"option as commit", func(r *mixmaster.Request) { r.Commit = "-c core.sshCommand=touch x" }, mixmaster.EUNPROCESSABLE, "neither a full SHA nor a ref"},
 		{"short sha with space", func(r *mixmaster.Request) { r.Commit = "abc 123" }, mixmaster.EUNPROCESSABLE, "neither a full SHA"},
-		{"ext url", func(r *mixmaster.Request) { r.RepositoryURL = "ext::sh -c touch% /tmp/pwned" }, mixmaster.EUNPROCESSABLE, "not allowed"},
-		{"option url", func(r *mixmaster.Request) { r.RepositoryURL = "--upload-pack=touch /tmp/pwned" }, mixmaster.EUNPROCESSABLE, "not allowed"},
-		{"file url from payload", func(r *mixmaster.Request) { r.RepositoryURL = "file:///etc" }, mixmaster.EUNPROCESSABLE, "only allowed in the config"},
+		{"ext url", func(r *mixmaster.Request) { r.RepositoryURL = "ext::sh -c touch% /tmp/pwned" }, mixmaster.EUNPROCESSABLE, "invalid repository URL"},
+		{"option url", func(r *mixmaster.Request) { r.RepositoryURL = "--upload-pack=touch /tmp/pwned" }, mixmaster.EUNPROCESSABLE, "invalid repository URL"},
+		{"file url from payload", func(r *mixmaster.Request) { r.RepositoryURL = "file:///etc" }, mixmaster.EUNPROCESSABLE, "only allowed in the configuration"},
 		{"no url", func(r *mixmaster.Request) { r.RepositoryURL = "" }, mixmaster.EUNPROCESSABLE, "repositoryUrl not specified"},
 		{"task with slash", func(r *mixmaster.Request) { r.Target = "master"; r.Task = "../docs" }, mixmaster.EUNPROCESSABLE, "not a valid task name"},
 	}
