@@ -84,18 +84,61 @@ type SCM interface {
 type ExecSpec struct {
 	JobID   JobID
 	Project string
-	Command string   // run with sh -c; comes from the trusted config
-	Dir     string   // working directory
+	// Command is run with sh -c and comes from the trusted config or the
+	// project folder. A container executor given no command runs the
+	// image's own entrypoint, as mistry does.
+	Command string
+	Dir     string   // working directory: a host path, or a path inside the container
 	Env     []string // KEY=value pairs added to a minimal base environment
-	Image   string   // container image (docker executor only)
-	Mounts  []Mount  // extra bind mounts (docker executor only)
 	Timeout time.Duration
+
+	// Container executors only.
+	Image     string            // image name or ID
+	Mounts    []Mount           // bind mounts; nothing else of the host is visible
+	User      string            // "uid" or "uid:gid"; empty means the service's own
+	Labels    map[string]string // added to the container, beside the executor's own
+	Network   string            // "none" (default) or "bridge"; never "host" unless configured
+	Memory    int64             // bytes; 0 means the executor's default
+	CPUs      float64           // 0 means the executor's default
+	PidsLimit int64             // 0 means the executor's default
 }
 
 // Mount is a host directory shown to a container.
 type Mount struct {
 	Source, Target string
 	ReadOnly       bool
+}
+
+// ImageSpec is an image to build from a project folder.
+type ImageSpec struct {
+	Project   string
+	Dir       string // the build context: the project folder, with a Dockerfile
+	Tag       string
+	BuildArgs map[string]string
+	Labels    map[string]string
+	NoCache   bool // rebuild every layer (the request's Rebuild)
+}
+
+// ImageBuilder builds container images.
+type ImageBuilder interface {
+	// BuildImage builds spec and returns the image ID. Build output goes to
+	// log. A Dockerfile that does not build is an error whose message says
+	// why, as the builder reported it.
+	BuildImage(ctx context.Context, spec ImageSpec, log io.Writer) (id string, err error)
+}
+
+// Workspaces makes the data directories of artifact builds, copy-on-write
+// where the file system allows: a build in a group starts from a snapshot
+// of the group's last good build.
+type Workspaces interface {
+	// Create makes an empty directory at path; its parent exists.
+	Create(ctx context.Context, path string) error
+	// Clone makes dst a copy of src (a directory Create or Clone made);
+	// dst must not exist.
+	Clone(ctx context.Context, src, dst string) error
+	// Remove deletes path and everything below it; a missing path is not
+	// an error.
+	Remove(ctx context.Context, path string) error
 }
 
 // Executor runs one command. The exit code and the error are separate: a
