@@ -112,10 +112,8 @@ type Job struct {
 	Params      map[string]string `json:"params,omitempty"`
 	Group       string            `json:"group,omitempty"`
 	Rebuild     bool              `json:"rebuild,omitempty"`
-	Key         string            `json:"key,omitempty"` // content hash; equal keys mean equal results
-	Cached      bool              `json:"cached,omitempty"`
-	Coalesced   bool              `json:"coalesced,omitempty"`
-	Incremental bool              `json:"incremental,omitempty"`
+	Key         string            `json:"key,omitempty"`         // content hash; equal keys mean equal results
+	Incremental bool              `json:"incremental,omitempty"` // started from the group's last good build
 	Image       string            `json:"image,omitempty"`
 
 	// Outcome.

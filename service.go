@@ -45,6 +45,14 @@ type JobStore interface {
 	// interrupted jobs.
 	Recover(ctx context.Context, reason string) ([]*Job, error)
 
+	// LatestByKey returns the newest job with the given content key, in
+	// any status, or nil when there is none.
+	LatestByKey(ctx context.Context, key string) (*Job, error)
+
+	// GroupHead returns the last successful artifact build of a project's
+	// group, or nil. Only a successful Finish moves it.
+	GroupHead(ctx context.Context, project, group string) (*Job, error)
+
 	// QueueLen returns the number of queued jobs.
 	QueueLen(ctx context.Context) (int, error)
 
@@ -58,6 +66,25 @@ type Submitter interface {
 	// Submit queues a webhook build. created is false when the request
 	// repeated a delivery that was already accepted.
 	Submit(ctx context.Context, r Request) (job *Job, created bool, err error)
+}
+
+// ArtifactResult answers an artifact request: the job whose result it is,
+// and how it was reached.
+type ArtifactResult struct {
+	Job       *Job
+	Cached    bool // an earlier successful build with the same key
+	Coalesced bool // an identical build that was already queued or running
+}
+
+// ArtifactSubmitter accepts cached-artifact build requests.
+type ArtifactSubmitter interface {
+	// SubmitArtifact answers from the cache, joins an identical build in
+	// progress, or queues a new build, durably, before returning.
+	SubmitArtifact(ctx context.Context, r ArtifactRequest) (ArtifactResult, error)
+	// Wait blocks until the job is final or ctx is done.
+	Wait(ctx context.Context, id JobID) (*Job, error)
+	// ArtifactsDir is where the files a job kept lie on the server.
+	ArtifactsDir(j *Job) string
 }
 
 // Canceler stops a queued or running job. The runner records the outcome.
@@ -209,4 +236,16 @@ type Notification struct {
 	Kind NotificationKind
 	Job  Job
 	Log  string
+}
+
+// Metrics counts what the service does, for monitoring. Implementations
+// are safe for concurrent use and never block.
+type Metrics interface {
+	// BuildRequested counts every artifact request, answered from the
+	// cache, coalesced or built.
+	BuildRequested(project string)
+	BuildCached(project string)
+	BuildCoalesced(project string)
+	// JobFinished counts a job that ran to an end, with its duration.
+	JobFinished(j *Job)
 }

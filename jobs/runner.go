@@ -39,7 +39,13 @@ type Runner struct {
 	Executors map[string]mixmaster.Executor // by .executor name; "shell" is the default
 	Agent     mixmaster.KeyAgent            // optional per-job ssh-agent
 	Notifier  mixmaster.Notifier            // optional
+	Metrics   mixmaster.Metrics             // optional
 	Projects  Projects
+
+	// Cached-artifact builds.
+	Folders    *Folders
+	Workspaces mixmaster.Workspaces
+	Images     mixmaster.ImageBuilder // nil without Docker
 
 	// Root is the build root: checkouts and caches live below it.
 	Root string
@@ -92,9 +98,27 @@ func (r *Runner) Open() error {
 		r.appendStatus(j.ID, "Build errored: %s", RestartReason)
 		r.publish(j.ID, mixmaster.StatusErrored)
 	}
+	r.removeZombies()
 	r.wg.Add(1)
 	go r.dispatch()
 	return nil
+}
+
+// removeZombies deletes the directories of artifact builds that a crash or
+// a stop interrupted: after Recover no job is running, so every pending
+// directory is a leftover.
+func (r *Runner) removeZombies() {
+	if r.Workspaces == nil {
+		return
+	}
+	dirs, _ := filepath.Glob(filepath.Join(r.Root, "*", "pending", "*"))
+	for _, dir := range dirs {
+		if err := r.Workspaces.Remove(r.ctx, dir); err != nil {
+			r.Logger.Error("remove interrupted build", "dir", dir, "err", err)
+			continue
+		}
+		r.Logger.Info("removed interrupted build", "dir", dir)
+	}
 }
 
 // Close stops taking jobs, lets running jobs finish for up to grace, then
@@ -123,21 +147,21 @@ func (r *Runner) Close(grace time.Duration) error {
 }
 
 // Cancel stops a queued or running job. A queued job is canceled at once; a
-// running one is stopped and recorded as canceled by its slot.
+// running one is stopped and recorded as canceled by its slot. It holds the
+// runner's lock throughout, so a job cannot be claimed halfway through.
 func (r *Runner) Cancel(ctx context.Context, id mixmaster.JobID) (*mixmaster.Job, error) {
 	r.mu.Lock()
-	cancel, running := r.running[id]
-	r.mu.Unlock()
-	if running {
-		cancel(errCanceled)
-		return r.Store.Job(ctx, id)
-	}
+	defer r.mu.Unlock()
 	job, err := r.Store.Job(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	if job.Status.Done() {
 		return nil, mixmaster.Errorf(mixmaster.ECONFLICT, "job %d already %s", id, job.Status)
+	}
+	if cancel, running := r.running[id]; running {
+		cancel(errCanceled)
+		return job, nil
 	}
 	job, err = r.Store.CancelQueued(ctx, id, "canceled before it started")
 	if err != nil {
@@ -209,8 +233,12 @@ func (r *Runner) claimOne() bool {
 	return true
 }
 
-// lockKey names what a job needs to itself: its checkout.
+// lockKey names what a job needs to itself: a webhook build its checkout.
+// An artifact build has its own directory, so it needs nothing shared.
 func lockKey(j *mixmaster.Job) string {
+	if j.Kind == mixmaster.KindArtifact {
+		return "artifact\x00" + j.ID.String()
+	}
 	return j.Project + "\x00" + j.Target
 }
 
@@ -224,7 +252,12 @@ func (r *Runner) run(ctx context.Context, job *mixmaster.Job) {
 		r.finish(job, nil, mixmaster.Outcome{Status: mixmaster.StatusErrored, Error: "cannot create log: " + err.Error()})
 		return
 	}
-	o := r.runWebhook(ctx, job, log)
+	var o mixmaster.Outcome
+	if job.Kind == mixmaster.KindArtifact {
+		o = r.runArtifact(ctx, job, log)
+	} else {
+		o = r.runWebhook(ctx, job, log)
+	}
 	if errors.Is(context.Cause(ctx), errStopping) {
 		// Leave the job running in the store: the next start records it as
 		// interrupted and queues it again.
@@ -254,6 +287,9 @@ func (r *Runner) finish(job *mixmaster.Job, log mixmaster.Log, o mixmaster.Outco
 		return
 	}
 	r.publish(job.ID, done.Status)
+	if r.Metrics != nil {
+		r.Metrics.JobFinished(done)
+	}
 	if r.Notifier == nil {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 
 	"mixmaster"
 )
@@ -19,6 +20,17 @@ type Service struct {
 	// Backlog is how many queued jobs are allowed before new requests get
 	// EUNAVAILABLE; zero means no limit.
 	Backlog int
+
+	// Cached-artifact builds.
+	Folders *Folders               // the projects path; nil when there is none
+	Events  mixmaster.EventService // wakes Wait
+	Root    string                 // the build root, where build data lies
+	Metrics mixmaster.Metrics      // optional
+	// WebhookArtifactsDir is where a webhook job keeps its files.
+	WebhookArtifactsDir func(mixmaster.JobID) string
+
+	mu   sync.Mutex
+	keys map[string]*keyLock
 }
 
 var _ mixmaster.Submitter = (*Service)(nil)
@@ -31,16 +43,25 @@ func (s *Service) Submit(ctx context.Context, r mixmaster.Request) (*mixmaster.J
 	if err != nil {
 		return nil, false, err
 	}
-	if s.Backlog > 0 {
-		n, err := s.Store.QueueLen(ctx)
-		if err != nil {
-			return nil, false, err
-		}
-		if n >= s.Backlog {
-			return nil, false, mixmaster.Errorf(mixmaster.EUNAVAILABLE, "build queue is full (%d jobs waiting); try again later", n)
-		}
+	if err := s.checkBacklog(ctx); err != nil {
+		return nil, false, err
 	}
 	return s.Store.CreateJob(ctx, job)
+}
+
+// checkBacklog refuses new work while the queue is full.
+func (s *Service) checkBacklog(ctx context.Context) error {
+	if s.Backlog <= 0 {
+		return nil
+	}
+	n, err := s.Store.QueueLen(ctx)
+	if err != nil {
+		return err
+	}
+	if n >= s.Backlog {
+		return mixmaster.Errorf(mixmaster.EUNAVAILABLE, "build queue is full (%d jobs waiting); try again later", n)
+	}
+	return nil
 }
 
 // Plan turns a request into the job it would queue, without storing it.

@@ -24,6 +24,8 @@
 //	keys/
 //	  <key>/
 //	    <id:be64> → ""                      jobs by content key (Job.Key)
+//	groups/
+//	  <project> NUL <group> → <id:be64>     last successful artifact build
 //
 // The job record in jobs/ is the truth; every other bucket is an index that
 // the same transaction keeps in step with it. The in-memory channel from

@@ -30,10 +30,11 @@ var errNoChange = errors.New("no change")
 
 // CreateJob validates job, assigns it an ID, stores it as queued with its
 // index entries and appends it to the queue, all in one durable
-// transaction, then wakes the runner. job itself is not modified. When
-// job.DeliveryID was already accepted it returns the earlier job, created
-// false, and writes nothing. It returns EINVALID for a job that is not new
-// and queued, has no project or has an unknown kind.
+// transaction (which concurrent calls may share), then wakes the runner.
+// job itself is not modified. When job.DeliveryID was already accepted it
+// returns the earlier job, created false, and writes nothing. It returns
+// EINVALID for a job that is not new and queued, has no project or has an
+// unknown kind.
 func (db *DB) CreateJob(ctx context.Context, job *mixmaster.Job) (*mixmaster.Job, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
@@ -57,27 +58,72 @@ func (db *DB) CreateJob(ctx context.Context, job *mixmaster.Job) (*mixmaster.Job
 		stored.QueuedAt = stored.QueuedAt.UTC().Round(0)
 	}
 
-	created := true
-	err = db.bolt.Update(func(tx *bolt.Tx) error {
-		if stored.DeliveryID != "" {
-			if v := tx.Bucket(bucketDeliveries).Get([]byte(stored.DeliveryID)); v != nil {
-				prev, err := getJob(tx, mixmaster.JobID(btoi(v)))
-				if err != nil {
-					return err
-				}
-				stored, created = prev, false
-				return errNoChange
+	if stored.DeliveryID != "" {
+		// A redelivery is answered from a read: a write transaction would
+		// cost an fsync to change nothing.
+		var prev *mixmaster.Job
+		err := db.bolt.View(func(tx *bolt.Tx) error {
+			var err error
+			prev, err = deliveredJob(tx, stored.DeliveryID)
+			return err
+		})
+		if err != nil {
+			return nil, false, wrap("create job", err)
+		}
+		if prev != nil {
+			return prev, false, nil
+		}
+	}
+
+	// Concurrent calls share one fsynced commit through bbolt's Batch; a
+	// burst would otherwise be accepted at one fsync per job. Batch returns
+	// only once the shared transaction is committed, so the job is durable
+	// before it is acknowledged. A lone call commits at once instead:
+	// Batch would first wait MaxBatchDelay for company.
+	commit := db.bolt.Batch
+	if db.creating.Add(1) == 1 {
+		commit = db.bolt.Update
+	}
+	defer db.creating.Add(-1)
+	// Batch reruns fn when another call in the batch fails (the shared
+	// transaction is rolled back), so fn starts from the same state each run.
+	template := *stored
+	var result *mixmaster.Job
+	created := false
+	err = commit(func(tx *bolt.Tx) error {
+		result, created = nil, false
+		if template.DeliveryID != "" {
+			// The delivery may have been stored since the read above, by
+			// another commit or earlier in this batch.
+			prev, err := deliveredJob(tx, template.DeliveryID)
+			if err != nil || prev != nil {
+				result = prev
+				return err
 			}
 		}
-		return insertJob(tx, stored)
+		job := template // insertJob sets only ID and Status
+		if err := insertJob(tx, &job); err != nil {
+			return err
+		}
+		result, created = &job, true
+		return nil
 	})
-	if err != nil && !errors.Is(err, errNoChange) {
+	if err != nil {
 		return nil, false, wrap("create job", err)
 	}
 	if created {
 		db.wake()
 	}
-	return stored, created, nil
+	return result, created, nil
+}
+
+// deliveredJob returns the job stored for a delivery ID, or nil.
+func deliveredJob(tx *bolt.Tx, deliveryID string) (*mixmaster.Job, error) {
+	v := tx.Bucket(bucketDeliveries).Get([]byte(deliveryID))
+	if v == nil {
+		return nil, nil
+	}
+	return getJob(tx, mixmaster.JobID(btoi(v)))
 }
 
 // validateNew checks what CreateJob needs; everything else is the
@@ -413,6 +459,12 @@ func (db *DB) Finish(ctx context.Context, id mixmaster.JobID, o mixmaster.Outcom
 			job.Commit = o.Commit
 		}
 		job.FinishedAt = db.now()
+		if job.Kind == mixmaster.KindArtifact && job.Group != "" && o.Status == mixmaster.StatusSucceeded {
+			// Only a good build may seed the group's next one.
+			if err := tx.Bucket(bucketGroups).Put(groupKey(job.Project, job.Group), itob(uint64(job.ID))); err != nil {
+				return err
+			}
+		}
 		return putJob(tx, job)
 	})
 	if err != nil {
@@ -565,8 +617,7 @@ func (db *DB) Recover(ctx context.Context, reason string) ([]*mixmaster.Job, err
 			retry.DeliveryID = ""
 			retry.ExitCode = nil
 			retry.Error = ""
-			retry.Cached = false
-			retry.Coalesced = false
+			retry.Incremental = false // decided again when the retry runs
 			retry.QueuedAt = now
 			retry.StartedAt = time.Time{}
 			retry.FinishedAt = time.Time{}
@@ -735,4 +786,31 @@ func removeKey(tx *bolt.Tx, key string, id []byte) error {
 		return keys.DeleteBucket([]byte(key))
 	}
 	return nil
+}
+
+// GroupHead returns the last successful artifact build of a project's
+// group, or nil when the group has none.
+func (db *DB) GroupHead(ctx context.Context, project, group string) (*mixmaster.Job, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var job *mixmaster.Job
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketGroups).Get(groupKey(project, group))
+		if v == nil {
+			return nil
+		}
+		var err error
+		job, err = getJob(tx, mixmaster.JobID(btoi(v)))
+		return err
+	})
+	if err != nil {
+		return nil, wrap("group head", err)
+	}
+	return job, nil
+}
+
+// groupKey joins project and group with a NUL, which neither may hold.
+func groupKey(project, group string) []byte {
+	return []byte(project + "\x00" + group)
 }

@@ -379,7 +379,7 @@ func TestUpdate(t *testing.T) {
 
 	t.Run("finished", func(t *testing.T) {
 		MustFinish(t, db, job.ID, mixmaster.Outcome{Status: mixmaster.StatusSucceeded})
-		_, err := db.Update(ctx, job.ID, func(j *mixmaster.Job) { j.Cached = true })
+		_, err := db.Update(ctx, job.ID, func(j *mixmaster.Job) { j.Incremental = true })
 		wantCode(t, err, mixmaster.ECONFLICT)
 	})
 	t.Run("unknown", func(t *testing.T) {
@@ -703,7 +703,7 @@ func TestRecover(t *testing.T) {
 	queued := MustCreate(t, db, webhookJob("q")) // 4: queued
 
 	MustClaimID(t, db, first.ID)
-	if _, err := db.Update(ctx, first.ID, func(j *mixmaster.Job) { j.Cached = true; j.Commit = "resolved" }); err != nil {
+	if _, err := db.Update(ctx, first.ID, func(j *mixmaster.Job) { j.Incremental = true; j.Commit = "resolved" }); err != nil {
 		t.Fatal(err)
 	}
 	MustClaimID(t, db, retry.ID)
@@ -756,7 +756,7 @@ func TestRecover(t *testing.T) {
 	want.RetryOf = first.ID
 	want.DeliveryID = ""
 	want.Error = ""
-	want.Cached = false
+	want.Incremental = false
 	want.StartedAt, want.FinishedAt = time.Time{}, time.Time{}
 	want.QueuedAt = again.QueuedAt
 	if !reflect.DeepEqual(again, &want) {
@@ -894,5 +894,40 @@ func TestCanceledContext(t *testing.T) {
 	}
 	if n, _ := db.CountJobs(context.Background()); n != 0 {
 		t.Errorf("%d jobs written with a canceled context", n)
+	}
+}
+
+func TestGroupHead(t *testing.T) {
+	db := MustOpen(t)
+	ctx := context.Background()
+	build := func(group string, status mixmaster.Status) mixmaster.JobID {
+		t.Helper()
+		j, _, err := db.CreateJob(ctx, &mixmaster.Job{Kind: mixmaster.KindArtifact, Project: "p", Group: group, Key: "k"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Claim(ctx, func(c *mixmaster.Job) bool { return c.ID == j.ID }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Finish(ctx, j.ID, mixmaster.Outcome{Status: status}); err != nil {
+			t.Fatal(err)
+		}
+		return j.ID
+	}
+	if head, err := db.GroupHead(ctx, "p", "g"); head != nil || err != nil {
+		t.Fatalf("empty group: %+v, %v", head, err)
+	}
+	good := build("g", mixmaster.StatusSucceeded)
+	build("g", mixmaster.StatusFailed)
+	build("g", mixmaster.StatusErrored)
+	build("other", mixmaster.StatusSucceeded)
+	build("", mixmaster.StatusSucceeded)
+	head, err := db.GroupHead(ctx, "p", "g")
+	if err != nil || head == nil || head.ID != good {
+		t.Fatalf("head = %+v, %v; want job %d: failed builds must not move it", head, err, good)
+	}
+	next := build("g", mixmaster.StatusSucceeded)
+	if head, _ := db.GroupHead(ctx, "p", "g"); head.ID != next {
+		t.Fatalf("head = %d, want %d", head.ID, next)
 	}
 }

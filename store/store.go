@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -22,6 +23,12 @@ const SchemaVersion = 1
 // Options.Timeout is zero.
 const DefaultTimeout = 3 * time.Second
 
+// batchDelay is how long a CreateJob that found others in flight waits
+// for more to share its commit. bbolt's default of 10 ms would add that to
+// every webhook of a burst; jobs that arrive while a commit is being
+// fsynced gather for the next one anyway.
+const batchDelay = time.Millisecond
+
 // ErrLocked is returned by Open, wrapped with the path, when another
 // process holds the database.
 var ErrLocked = errors.New("database is locked by another process (is mixmaster already running?)")
@@ -35,6 +42,7 @@ var (
 	bucketProjectJobs = []byte("project_jobs")
 	bucketDeliveries  = []byte("deliveries")
 	bucketKeys        = []byte("keys")
+	bucketGroups      = []byte("groups")
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -42,7 +50,7 @@ var (
 // topBuckets are created by Open on a new file.
 var topBuckets = [][]byte{
 	bucketMeta, bucketJobs, bucketQueue, bucketStatuses,
-	bucketProjectJobs, bucketDeliveries, bucketKeys,
+	bucketProjectJobs, bucketDeliveries, bucketKeys, bucketGroups,
 }
 
 // migrations upgrade a file in place inside Open's transaction. The key is
@@ -62,9 +70,10 @@ type DB struct {
 	// it right after Open, before the DB is shared.
 	Now func() time.Time
 
-	path   string
-	bolt   *bolt.DB
-	notify chan struct{}
+	path     string
+	bolt     *bolt.DB
+	notify   chan struct{}
+	creating atomic.Int32 // CreateJob calls in flight
 }
 
 var _ mixmaster.JobStore = (*DB)(nil)
@@ -91,6 +100,7 @@ func Open(path string, opts ...Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	bdb.MaxBatchDelay = batchDelay
 	if err := bdb.Update(initSchema); err != nil {
 		bdb.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
