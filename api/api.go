@@ -6,8 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -39,14 +38,35 @@ type Handler struct {
 	// BodyLimit caps POST bodies in bytes; zero means DefaultBodyLimit.
 	BodyLimit int64
 
+	// Artifacts accepts cached-artifact builds (POST /jobs) and says where
+	// their files lie. Without it POST /jobs is not served.
+	Artifacts mixmaster.ArtifactSubmitter
+	// Metrics is served on GET /metrics; without it the route is absent.
+	Metrics *Metrics
+	// JobBodyLimit caps POST /jobs bodies in bytes; zero means
+	// DefaultJobBodyLimit.
+	JobBodyLimit int64
+	// JobPage renders the HTML page of a job for GET /job/<project>/<id>;
+	// nil means a small built-in page.
+	JobPage func(c echo.Context, job *mixmaster.Job) error
+	// MaxStreams caps the log streams open at once, SSE and followed plain
+	// text together; zero means DefaultMaxStreams.
+	MaxStreams int
+
+	// streams counts the open log streams.
+	streams atomic.Int64
+
 	// pollEvery is how often a followed log is checked without an event;
 	// zero means one second. Tests shorten it.
 	pollEvery time.Duration
+	// pingEvery is how often an idle event stream gets a keepalive
+	// comment; zero means 15 seconds. Tests shorten it.
+	pingEvery time.Duration
 }
 
 // Register adds every route of the handler to e.
 func (h *Handler) Register(e *echo.Echo) {
-	limit := h.limitBody
+	limit := h.limitBody(h.bodyLimit())
 
 	// Webhooks, as the original Mixmaster bridge served them.
 	e.POST("/", h.lightweight, limit)
@@ -60,6 +80,18 @@ func (h *Handler) Register(e *echo.Echo) {
 	v1.GET("/jobs/:id", h.getJob)
 	v1.GET("/jobs/:id/log", h.jobLog)
 	v1.POST("/jobs/:id/cancel", h.cancelJob, limit)
+
+	// mistry's API, for its client and its web view.
+	if h.Artifacts != nil {
+		e.POST("/jobs", h.newArtifactJob, h.limitBody(h.jobBodyLimit()))
+	}
+	e.GET("/index", h.indexRedirect)
+	e.GET("/index/*", h.index)
+	e.GET("/job/*", h.showJob)
+	e.GET("/log/*", h.streamLog)
+	if h.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(h.Metrics.Handler()))
+	}
 }
 
 func (h *Handler) logger() *slog.Logger {
@@ -76,17 +108,18 @@ func (h *Handler) bodyLimit() int64 {
 	return DefaultBodyLimit
 }
 
-// limitBody refuses bodies over the limit: at once when Content-Length says
-// so, and while reading otherwise (chunked bodies have no length).
-func (h *Handler) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		limit := h.bodyLimit()
-		r := c.Request()
-		if r.ContentLength > limit {
-			return tooLarge(limit)
+// limitBody refuses bodies over limit bytes: at once when Content-Length
+// says so, and while reading otherwise (chunked bodies have no length).
+func (h *Handler) limitBody(limit int64) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			r := c.Request()
+			if r.ContentLength > limit {
+				return tooLarge(limit)
+			}
+			r.Body = http.MaxBytesReader(c.Response(), r.Body, limit)
+			return next(c)
 		}
-		r.Body = http.MaxBytesReader(c.Response(), r.Body, limit)
-		return next(c)
 	}
 }
 
@@ -140,12 +173,7 @@ func (h *Handler) submit(c echo.Context, r mixmaster.Request) error {
 	return c.JSON(status, accepted{ID: job.ID, URL: jobURL(c.Scheme(), c.Request().Host, job.Project, job.ID)})
 }
 
-// jobURL is the absolute address of a job's page. Each segment of the
-// project is escaped on its own so that owner/name keeps its slash.
+// jobURL is the absolute address of a job's page.
 func jobURL(scheme, host, project string, id mixmaster.JobID) string {
-	segs := strings.Split(project, "/")
-	for i, s := range segs {
-		segs[i] = url.PathEscape(s)
-	}
-	return scheme + "://" + host + "/job/" + strings.Join(segs, "/") + "/" + id.String()
+	return scheme + "://" + host + "/" + jobPath(project, id)
 }

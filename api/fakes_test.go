@@ -21,6 +21,8 @@ type fakeJobStore struct {
 	UpdateFn       func(ctx context.Context, id mixmaster.JobID, fn func(*mixmaster.Job)) (*mixmaster.Job, error)
 	CancelQueuedFn func(ctx context.Context, id mixmaster.JobID, reason string) (*mixmaster.Job, error)
 	RecoverFn      func(ctx context.Context, reason string) ([]*mixmaster.Job, error)
+	LatestByKeyFn  func(ctx context.Context, key string) (*mixmaster.Job, error)
+	GroupHeadFn    func(ctx context.Context, project, group string) (*mixmaster.Job, error)
 	QueueLenFn     func(ctx context.Context) (int, error)
 	NotifyFn       func() <-chan struct{}
 }
@@ -51,6 +53,12 @@ func (s *fakeJobStore) CancelQueued(ctx context.Context, id mixmaster.JobID, rea
 func (s *fakeJobStore) Recover(ctx context.Context, reason string) ([]*mixmaster.Job, error) {
 	return s.RecoverFn(ctx, reason)
 }
+func (s *fakeJobStore) LatestByKey(ctx context.Context, key string) (*mixmaster.Job, error) {
+	return s.LatestByKeyFn(ctx, key)
+}
+func (s *fakeJobStore) GroupHead(ctx context.Context, project, group string) (*mixmaster.Job, error) {
+	return s.GroupHeadFn(ctx, project, group)
+}
 func (s *fakeJobStore) QueueLen(ctx context.Context) (int, error) { return s.QueueLenFn(ctx) }
 func (s *fakeJobStore) Notify() <-chan struct{}                   { return s.NotifyFn() }
 
@@ -75,6 +83,23 @@ var _ mixmaster.Canceler = (*fakeCanceler)(nil)
 func (c *fakeCanceler) Cancel(ctx context.Context, id mixmaster.JobID) (*mixmaster.Job, error) {
 	return c.CancelFn(ctx, id)
 }
+
+// fakeArtifacts is a mixmaster.ArtifactSubmitter.
+type fakeArtifacts struct {
+	SubmitArtifactFn func(ctx context.Context, r mixmaster.ArtifactRequest) (mixmaster.ArtifactResult, error)
+	WaitFn           func(ctx context.Context, id mixmaster.JobID) (*mixmaster.Job, error)
+	ArtifactsDirFn   func(j *mixmaster.Job) string
+}
+
+var _ mixmaster.ArtifactSubmitter = (*fakeArtifacts)(nil)
+
+func (a *fakeArtifacts) SubmitArtifact(ctx context.Context, r mixmaster.ArtifactRequest) (mixmaster.ArtifactResult, error) {
+	return a.SubmitArtifactFn(ctx, r)
+}
+func (a *fakeArtifacts) Wait(ctx context.Context, id mixmaster.JobID) (*mixmaster.Job, error) {
+	return a.WaitFn(ctx, id)
+}
+func (a *fakeArtifacts) ArtifactsDir(j *mixmaster.Job) string { return a.ArtifactsDirFn(j) }
 
 // fakeLogStore is a mixmaster.LogStore.
 type fakeLogStore struct {

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -50,30 +51,39 @@ func (h *Handler) jobLog(c echo.Context) error {
 	return c.Stream(http.StatusOK, textPlain, f)
 }
 
-// followLog streams the log of job id: what exists, then whatever is
-// appended, until the job is final and everything has been sent. It wakes
-// on job events and also polls, because a subscriber may miss events and
-// the log of a queued job appears without one.
-//
-// The job's status is read before each drain of the file. The runner closes
-// the log before it records a final status, so once a drain that began
-// after a final status reaches the end of the file, nothing is left.
+// followLog streams the log of job id as plain text: what exists, then
+// whatever is appended, until the job is final and everything has been
+// sent.
 func (h *Handler) followLog(c echo.Context, id mixmaster.JobID) error {
-	ctx := c.Request().Context()
-	// Subscribe before the first look so no change slips in between.
-	// Without an event service, polling alone still gets there.
-	var events <-chan mixmaster.Event
-	if h.Events != nil {
-		var unsubscribe func()
-		events, unsubscribe = h.Events.Subscribe(id)
-		defer unsubscribe()
+	release, err := h.acquireStream()
+	if err != nil {
+		return err
 	}
+	defer release()
+	flush, err := startStream(c, textPlain)
+	if err != nil {
+		return nil // the client is gone
+	}
+	ctx := c.Request().Context()
+	w := c.Response()
+	_, err = h.follow(ctx, id, 0, func(p []byte) error {
+		if _, err := w.Write(p); err != nil {
+			return err
+		}
+		return flush()
+	}, nil)
+	h.followEnded(ctx, id, err)
+	return nil // the status line is sent; ending the body is all we can do
+}
 
+// startStream sends the headers of a reply that lasts as long as a build
+// and returns the function that pushes written bytes to the client.
+func startStream(c echo.Context, contentType string) (flush func() error, err error) {
 	w := c.Response()
 	// The controller wraps echo's writer, not echo's Response: Response.Flush
 	// panics when flushing is unsupported, the writer reports it instead.
 	rc := http.NewResponseController(w.Writer)
-	flush := func() error {
+	flush = func() error {
 		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 			return err
 		}
@@ -82,85 +92,134 @@ func (h *Handler) followLog(c echo.Context, id mixmaster.JobID) error {
 	// The server's write timeout suits ordinary replies, not a stream that
 	// lasts as long as a build. Writers without deadlines are fine too.
 	if err := rc.SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return err
+		return nil, err
 	}
-	w.Header().Set(echo.HeaderContentType, textPlain)
+	w.Header().Set(echo.HeaderContentType, contentType)
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("X-Accel-Buffering", "no") // nginx would otherwise hold the stream back
 	w.WriteHeader(http.StatusOK)
-	if err := flush(); err != nil {
-		return nil // the client is gone
-	}
+	return flush, flush()
+}
 
+// errWrite marks a follow that ended because the client could not be
+// written to, which is how a departed client usually shows.
+var errWrite = errors.New("write to client")
+
+// follow reads the log of job id from byte offset on and hands what it
+// reads to send, until the job is final and its whole log has been read
+// (it then returns the final job), ctx ends, or send or ping fail. It
+// wakes on job events and also polls, because a subscriber may miss
+// events and the log of a queued job appears without one. ping, when not
+// nil, is called every pingInterval to keep idle connections open.
+//
+// The job's status is read before each drain of the file. The runner closes
+// the log before it records a final status, so once a drain that began
+// after a final status reaches the end of the file, nothing is left.
+func (h *Handler) follow(ctx context.Context, id mixmaster.JobID, offset int64, send func([]byte) error, ping func() error) (*mixmaster.Job, error) {
+	// Subscribe before the first look so no change slips in between.
+	// Without an event service, polling alone still gets there.
+	var events <-chan mixmaster.Event
+	if h.Events != nil {
+		var unsubscribe func()
+		events, unsubscribe = h.Events.Subscribe(id)
+		defer unsubscribe()
+	}
 	poll := time.NewTicker(h.pollInterval())
 	defer poll.Stop()
+	var pings <-chan time.Time
+	if ping != nil {
+		t := time.NewTicker(h.pingInterval())
+		defer t.Stop()
+		pings = t.C
+	}
+
 	var f io.ReadSeekCloser
 	defer func() {
 		if f != nil {
 			f.Close()
 		}
 	}()
+	buf := make([]byte, 32<<10)
 	for {
 		job, err := h.Jobs.Job(ctx, id)
 		if err != nil {
-			if ctx.Err() == nil {
-				h.logger().Warn("follow log: read job", "job_id", id, "err", err)
-			}
-			return nil // the status line is sent; ending the body is all we can do
+			return nil, fmt.Errorf("read job: %w", err)
 		}
 		if f == nil {
-			f, err = h.Logs.Open(id)
-			if err != nil {
-				f = nil
-				if mixmaster.ErrorCode(err) != mixmaster.ENOTFOUND {
-					h.logger().Warn("follow log: open", "job_id", id, "err", err)
-					return nil
-				}
+			if f, err = h.openLogAt(id, offset); err != nil {
+				return nil, err
 			}
 		}
-		if f != nil {
-			// The file keeps its offset, so each copy sends only what is new.
-			n, err := io.Copy(w, f)
+		// The file keeps its offset, so each drain reads only what is new.
+		for f != nil {
+			n, err := f.Read(buf)
 			if n > 0 {
-				if ferr := flush(); ferr != nil {
-					return nil
+				if err := send(buf[:n]); err != nil {
+					return nil, fmt.Errorf("%w: %w", errWrite, err)
 				}
 			}
+			if err == io.EOF || n == 0 && err == nil {
+				break
+			}
 			if err != nil {
-				if ctx.Err() == nil {
-					h.logger().Debug("follow log: copy", "job_id", id, "err", err)
-				}
-				return nil
+				return nil, fmt.Errorf("read log: %w", err)
 			}
 		}
 		if job.Status.Done() {
-			return nil
+			return job, nil
 		}
-		if !wait(ctx, events, poll.C) {
-			return nil
+
+		for woke := false; !woke; {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case _, ok := <-events:
+				if !ok {
+					// A closed subscription (shutdown) leaves only polling.
+					events = nil
+					continue
+				}
+				woke = true
+			case <-poll.C:
+				woke = true
+			case <-pings:
+				if err := ping(); err != nil {
+					return nil, fmt.Errorf("%w: %w", errWrite, err)
+				}
+			}
 		}
 	}
 }
 
-// wait blocks until an event, a tick or the end of ctx, and reports
-// whether to go on.
-func wait(ctx context.Context, events <-chan mixmaster.Event, tick <-chan time.Time) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case _, ok := <-events:
-		if !ok {
-			// A closed subscription (shutdown) leaves only polling.
-			select {
-			case <-ctx.Done():
-				return false
-			case <-tick:
-			}
-		}
-	case <-tick:
+// openLogAt opens the log of job id at offset; nil, nil when the job has
+// no log yet.
+func (h *Handler) openLogAt(id mixmaster.JobID, offset int64) (io.ReadSeekCloser, error) {
+	f, err := h.Logs.Open(id)
+	if mixmaster.ErrorCode(err) == mixmaster.ENOTFOUND {
+		return nil, nil
 	}
-	return true
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	if offset > 0 {
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("seek log: %w", err)
+		}
+	}
+	return f, nil
+}
+
+// followEnded logs why a follow ended, unless the client simply left.
+func (h *Handler) followEnded(ctx context.Context, id mixmaster.JobID, err error) {
+	switch {
+	case err == nil:
+	case ctx.Err() != nil || errors.Is(err, errWrite):
+		h.logger().Debug("follow log: client gone", "job_id", id, "err", err)
+	default:
+		h.logger().Warn("follow log", "job_id", id, "err", err)
+	}
 }
 
 func (h *Handler) pollInterval() time.Duration {
