@@ -46,6 +46,9 @@ type Handler struct {
 	// JobBodyLimit caps POST /jobs bodies in bytes; zero means
 	// DefaultJobBodyLimit.
 	JobBodyLimit int64
+	// WriteTar streams a directory as a tar archive, for artifact
+	// downloads; without it (or Artifacts) the download routes are absent.
+	WriteTar func(w io.Writer, dir string) error
 	// JobPage renders the HTML page of a job for GET /job/<project>/<id>;
 	// nil means a small built-in page.
 	JobPage func(c echo.Context, job *mixmaster.Job) error
@@ -80,6 +83,9 @@ func (h *Handler) Register(e *echo.Echo) {
 	v1.GET("/jobs/:id", h.getJob)
 	v1.GET("/jobs/:id/log", h.jobLog)
 	v1.POST("/jobs/:id/cancel", h.cancelJob, limit)
+	if h.Artifacts != nil && h.WriteTar != nil {
+		v1.GET("/jobs/:id/artifacts", h.artifacts)
+	}
 
 	// mistry's API, for its client and its web view.
 	if h.Artifacts != nil {

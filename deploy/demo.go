@@ -6,12 +6,18 @@ import (
 	"strings"
 )
 
-//go:embed demo
+//go:embed demo demo/projects/greeting/build
 var demo embed.FS
 
 // DemoRepository holds the files of the demo git repository.
 func DemoRepository() fs.FS {
 	sub, _ := fs.Sub(demo, "demo/hello")
+	return sub
+}
+
+// DemoProjects holds the demo cached-artifact projects, one folder each.
+func DemoProjects() fs.FS {
+	sub, _ := fs.Sub(demo, "demo/projects")
 	return sub
 }
 

@@ -26,8 +26,11 @@ func setUpDemo(ctx context.Context, root string) (*Config, error) {
 			return nil, fmt.Errorf("demo repository: %w", err)
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(root, "projects"), 0o755); err != nil {
-		return nil, err
+	projects := filepath.Join(root, "projects")
+	if _, err := os.Stat(projects); errors.Is(err, fs.ErrNotExist) {
+		if err := copyExecutable(projects, deploy.DemoProjects()); err != nil {
+			return nil, fmt.Errorf("demo projects: %w", err)
+		}
 	}
 	path := filepath.Join(root, "mixmaster.ini")
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
@@ -69,4 +72,18 @@ func createDemoRepo(ctx context.Context, dir string) error {
 		}
 	}
 	return nil
+}
+
+// copyExecutable copies a file tree, making files named build executable:
+// embedded files carry no modes.
+func copyExecutable(dir string, src fs.FS) error {
+	if err := os.CopyFS(dir, src); err != nil {
+		return err
+	}
+	return fs.WalkDir(src, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "build" {
+			return err
+		}
+		return os.Chmod(filepath.Join(dir, path), 0o755)
+	})
 }
