@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +16,7 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"mixmaster"
@@ -21,8 +24,10 @@ import (
 	"mixmaster/artifacts"
 	"mixmaster/jobs"
 	"mixmaster/jobs/notify"
+	"mixmaster/sandbox/docker"
 	"mixmaster/sandbox/shell"
 	"mixmaster/sandbox/sshagent"
+	"mixmaster/sandbox/workspace"
 	"mixmaster/scm"
 	"mixmaster/store"
 )
@@ -119,12 +124,14 @@ type Main struct {
 	// Listener, when set, is used instead of listening on Config.Listen.
 	Listener net.Listener
 
-	DB     *store.DB
-	Runner *jobs.Runner
-	Mailer *notify.Mailer
-	Echo   *echo.Echo
-	server *http.Server
-	served chan error
+	DB      *store.DB
+	Runner  *jobs.Runner
+	Mailer  *notify.Mailer
+	Metrics *api.Metrics
+	docker  *docker.Executor
+	Echo    *echo.Echo
+	server  *http.Server
+	served  chan error
 }
 
 // Addr is the address the service listens on.
@@ -161,15 +168,31 @@ func (m *Main) Open() error {
 		}
 		notifier = m.Mailer
 	}
+	folders := &jobs.Folders{Dir: cfg.ProjectsPath}
+	workspaces, how := workspace.Detect(cfg.BuildRoot)
+	m.Logger.Info("workspaces", "kind", how)
+	executors := map[string]mixmaster.Executor{"shell": &shell.Executor{DryRun: cfg.Mode == "dryrun"}}
+	var images mixmaster.ImageBuilder
+	if m.docker = m.openDocker(); m.docker != nil {
+		executors["docker"], images = m.docker, m.docker
+	}
+	m.Metrics = api.NewMetrics(prometheus.NewRegistry(), func() float64 {
+		n, _ := db.QueueLen(context.Background())
+		return float64(n)
+	}, func() map[string]float64 { return hostedBuilds(cfg.BuildRoot, folders) })
 	m.Runner = &jobs.Runner{
 		Store:        db,
 		Logs:         files,
 		Events:       broker,
 		SCM:          &scm.Git{MirrorRoot: filepath.Join(cfg.BuildRoot, "mirrors"), Logger: m.Logger},
-		Executors:    map[string]mixmaster.Executor{"shell": &shell.Executor{DryRun: cfg.Mode == "dryrun"}},
+		Executors:    executors,
 		Agent:        &sshagent.Agent{KeyFile: cfg.SSHKey},
 		Notifier:     notifier,
+		Metrics:      m.Metrics,
 		Projects:     projects,
+		Folders:      folders,
+		Workspaces:   workspaces,
+		Images:       images,
 		Root:         cfg.BuildRoot,
 		ArtifactsDir: files.ArtifactsDir,
 		Concurrency:  cfg.JobConcurrency,
@@ -180,6 +203,11 @@ func (m *Main) Open() error {
 		db.Close()
 		return err
 	}
+	svc := &jobs.Service{
+		Store: db, Projects: projects, Backlog: cfg.JobBacklog,
+		Folders: folders, Events: broker, Root: cfg.BuildRoot, Metrics: m.Metrics,
+		WebhookArtifactsDir: files.ArtifactsDir,
+	}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -189,7 +217,10 @@ func (m *Main) Open() error {
 	e.Use(requestLogger(m.Logger))
 	h := &api.Handler{
 		Jobs:      db,
-		Submitter: &jobs.Service{Store: db, Projects: projects, Backlog: cfg.JobBacklog},
+		Submitter: svc,
+		Artifacts: svc,
+		WriteTar:  artifacts.WriteTar,
+		Metrics:   m.Metrics,
 		Canceler:  m.Runner,
 		Logs:      files,
 		Events:    broker,
@@ -218,6 +249,43 @@ func (m *Main) Open() error {
 	go func() { m.served <- m.server.Serve(m.Listener) }()
 	m.Logger.Info("serving", "addr", "http://"+m.Addr(), "build_root", cfg.BuildRoot, "projects", len(cfg.Projects))
 	return nil
+}
+
+// openDocker connects to the Docker engine, when there is one, and removes
+// containers a crash left behind. Without Docker the service still runs:
+// projects with a Dockerfile then fail with a clear error.
+func (m *Main) openDocker() *docker.Executor {
+	if os.Getenv("MIXMASTER_DOCKER") == "off" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d, err := docker.New(ctx)
+	if err != nil {
+		m.Logger.Info("docker unavailable: projects with a Dockerfile cannot build", "err", err)
+		return nil
+	}
+	d.Logger = m.Logger
+	// Containers carry this instance's label, so the sweep removes only
+	// what this build root left behind, never another service's jobs.
+	sum := sha256.Sum256([]byte(m.Config.BuildRoot))
+	d.Labels = map[string]string{docker.LabelInstance: hex.EncodeToString(sum[:8])}
+	if n, err := d.Sweep(ctx); err != nil {
+		m.Logger.Error("remove leftover containers", "err", err)
+	} else if n > 0 {
+		m.Logger.Info("removed leftover containers", "count", n)
+	}
+	return d
+}
+
+// hostedBuilds counts the finished builds kept per artifact project.
+func hostedBuilds(root string, folders *jobs.Folders) map[string]float64 {
+	hosted := map[string]float64{}
+	for _, name := range folders.Names() {
+		entries, _ := os.ReadDir(filepath.Join(root, name, "ready"))
+		hosted[name] = float64(len(entries))
+	}
+	return hosted
 }
 
 // listen uses the socket systemd passes, if any, else binds addr.
@@ -252,6 +320,9 @@ func (m *Main) Close() error {
 	}
 	if m.Mailer != nil {
 		m.Mailer.Close()
+	}
+	if m.docker != nil {
+		m.docker.Close()
 	}
 	if m.DB != nil {
 		errs = append(errs, m.DB.Close())
