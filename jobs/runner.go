@@ -322,10 +322,12 @@ func (r *Runner) runWebhook(ctx context.Context, job *mixmaster.Job, log mixmast
 	checkout := CheckoutDir(r.Root, job.Project, job.Target)
 	log.Status("Build started for %s %s in %s", job.Project, job.Target, checkout)
 
-	env := []string{}
+	var env []string
+	sock := ""
 	if r.Agent != nil {
-		sock, stop, err := r.Agent.Start(ctx, job.ID)
-		if err != nil {
+		var stop func()
+		var err error
+		if sock, stop, err = r.Agent.Start(ctx, job.ID); err != nil {
 			return errored("ssh-agent: %v", err)
 		}
 		defer stop()
@@ -360,7 +362,30 @@ func (r *Runner) runWebhook(ctx context.Context, job *mixmaster.Job, log mixmast
 			return errored("prepare %s: %v", dir, err)
 		}
 	}
-	env = append(env,
+	spec := mixmaster.ExecSpec{
+		JobID:   job.ID,
+		Project: job.Project,
+		Command: route.Command,
+		Dir:     checkout,
+		Image:   p.Image,
+		Timeout: timeout,
+	}
+	if executorName(p) == "docker" {
+		// A container sees the checkout and the job's directories where
+		// mistry lays them out, and nothing else of the host.
+		spec.Mounts = []mixmaster.Mount{
+			{Source: checkout, Target: "/workspace"},
+			{Source: artifacts, Target: "/data/artifacts"},
+			{Source: cache, Target: "/data/cache"},
+			{Source: params, Target: "/data/params"},
+		}
+		spec.Dir, artifacts, cache, params = "/workspace", "/data/artifacts", "/data/cache", "/data/params"
+		if sock != "" {
+			spec.Mounts = append(spec.Mounts, mixmaster.Mount{Source: filepath.Dir(sock), Target: "/run/mixmaster-agent"})
+			env = []string{"SSH_AUTH_SOCK=/run/mixmaster-agent/" + filepath.Base(sock)}
+		}
+	}
+	spec.Env = append(env,
 		"MIXMASTER_JOB_ID="+job.ID.String(),
 		"MIXMASTER_PROJECT="+job.Project,
 		"MIXMASTER_TARGET="+job.Target,
@@ -377,15 +402,7 @@ func (r *Runner) runWebhook(ctx context.Context, job *mixmaster.Job, log mixmast
 		return errored("no %q executor is available", executorName(p))
 	}
 	log.Command(route.Command)
-	code, err := exec.Run(ctx, mixmaster.ExecSpec{
-		JobID:   job.ID,
-		Project: job.Project,
-		Command: route.Command,
-		Dir:     checkout,
-		Env:     env,
-		Image:   p.Image,
-		Timeout: timeout,
-	}, log.Stdout(), log.Stderr())
+	code, err := exec.Run(ctx, spec, log.Stdout(), log.Stderr())
 	if err != nil {
 		if o, stopped := r.stopped(ctx, timeout); stopped {
 			return o

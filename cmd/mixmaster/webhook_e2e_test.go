@@ -272,3 +272,34 @@ func msgs2data(msgs []received) []string {
 	}
 	return out
 }
+
+func TestWebhookDockerExecutor(t *testing.T) {
+	image := testenv.BusyboxImage(t)
+	repo := newTestRepo(t)
+	key, _ := writeKey(t)
+	s := startServer(t, `
+[_]
+buildRoot = @ROOT@
+sshKey = `+key+`
+
+[test-org/test-repo]
+.repository = `+repo.Dir+`
+.executor = docker
+.image = `+image+`
+production = cat branch.txt; pwd; id -u; test -S "$SSH_AUTH_SOCK" && echo agent ok; echo kept > "$MIXMASTER_ARTIFACTS/r.txt"; ls /data
+`)
+	a := s.submit(t, map[string]any{"project": "test-org/test-repo", "target": "production"})
+	j := s.wait(t, a.ID)
+	log := s.log(t, a.ID)
+	if j.Status != mixmaster.StatusSucceeded {
+		t.Fatalf("job = %+v\n%s", j, log)
+	}
+	for _, want := range []string{" O production", " O /workspace", fmt.Sprintf(" O %d\n", os.Getuid()), " O agent ok", " O artifacts"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(s.Config.BuildRoot, "jobs", a.ID.String(), "artifacts", "r.txt")); err != nil || string(b) != "kept\n" {
+		t.Errorf("artifact: %q, %v", b, err)
+	}
+}
