@@ -111,7 +111,9 @@ func (h *Handler) buildInfo(job *mixmaster.Job, res mixmaster.ArtifactResult, lo
 	if job.ExitCode != nil {
 		bi.ExitCode = *job.ExitCode
 	}
-	if job.Status == mixmaster.StatusErrored || job.Status == mixmaster.StatusCanceled {
+	// A job that ended without its command's exit code (an error of ours,
+	// a cancel, a timeout) says why, so the client can print it.
+	if job.Status.Done() && job.ExitCode == nil {
 		bi.ErrBuild = job.Error
 	}
 	if !job.StartedAt.IsZero() && !job.FinishedAt.IsZero() {

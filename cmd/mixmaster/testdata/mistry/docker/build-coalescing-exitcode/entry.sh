@@ -1,0 +1,3 @@
+sleep 2
+echo "coalescing!" > artifacts/out.txt
+exit 35

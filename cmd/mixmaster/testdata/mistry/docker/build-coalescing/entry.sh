@@ -1,0 +1,2 @@
+sleep 2
+echo "coalescing!" > artifacts/out.txt

@@ -1,0 +1,3 @@
+touch /data/artifacts/foo
+stat /koko/lala.txt
+cat /koko/lala.txt > artifacts/lala.txt

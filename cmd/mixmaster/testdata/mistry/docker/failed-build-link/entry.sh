@@ -1,0 +1,1 @@
+exit "$(cat params/_exitcode)"

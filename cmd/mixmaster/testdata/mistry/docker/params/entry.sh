@@ -1,0 +1,1 @@
+cat params/foo > artifacts/out.txt

@@ -1,0 +1,1 @@
+touch artifacts/out.txt
