@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -819,4 +820,36 @@ func mistryNetcat() string {
 		}
 	}
 	return ""
+}
+
+// TestMistryBtrfs runs group builds on a build root on a real btrfs file
+// system: each build's directory is a subvolume, and a build in a group
+// starts from a snapshot of the group's last good build.
+func TestMistryBtrfs(t *testing.T) {
+	mount := testenv.BtrfsMount(t)
+	projects := t.TempDir()
+	if err := os.CopyFS(projects, os.DirFS(filepath.Join("testdata", "mistry", "shell"))); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Join(projects, "build-cache", "build"), 0o755)
+	s := startServer(t, "[_]\nbuildRoot = "+mount+"/builds\nprojectsPath = "+projects+"\n")
+
+	first := mistryBuild(t, s, `{"Project": "build-cache", "Group": "baz", "Params": {"foo": "bar"}}`)
+	second := mistryBuild(t, s, `{"Project": "build-cache", "Group": "baz", "Params": {"foo": "bar2"}}`)
+	if first.ExitCode != 0 || second.ExitCode != 0 || first.Incremental || !second.Incremental {
+		t.Fatalf("builds: %+v\n%+v", first, second)
+	}
+	cache := func(bi api.BuildInfo) string {
+		return mistryRead(t, filepath.Join(filepath.Dir(bi.Path), "cache", "out.txt"))
+	}
+	if cache(first) != cache(second) {
+		t.Error("the cache did not carry over")
+	}
+	for _, bi := range []api.BuildInfo{first, second} {
+		dir := filepath.Dir(filepath.Dir(bi.Path)) // <root>/<project>/ready/<id>
+		var st syscall.Stat_t
+		if err := syscall.Stat(dir, &st); err != nil || st.Ino != 256 {
+			t.Errorf("%s is not a btrfs subvolume (inode %d, %v)", dir, st.Ino, err)
+		}
+	}
 }
