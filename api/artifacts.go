@@ -19,14 +19,11 @@ import (
 // the job record, never from the request, and the file is opened through
 // an os.Root, so no path can reach outside the tree.
 func (h *Handler) artifacts(c echo.Context) error {
-	id, err := jobID(c)
+	job, err := h.job(c)
 	if err != nil {
 		return err
 	}
-	job, err := h.Jobs.Job(c.Request().Context(), id)
-	if err != nil {
-		return err
-	}
+	id := job.ID
 	if !job.Status.Done() {
 		return mixmaster.Errorf(mixmaster.ECONFLICT, "job %d is %s; its artifacts are not ready", id, job.Status)
 	}

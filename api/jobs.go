@@ -63,15 +63,20 @@ func (h *Handler) listJobs(c echo.Context) error {
 
 // getJob handles GET /api/v1/jobs/:id.
 func (h *Handler) getJob(c echo.Context) error {
-	id, err := jobID(c)
-	if err != nil {
-		return err
-	}
-	job, err := h.Jobs.Job(c.Request().Context(), id)
+	job, err := h.job(c)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, job)
+}
+
+// job reads the job the :id route parameter names.
+func (h *Handler) job(c echo.Context) (*mixmaster.Job, error) {
+	id, err := jobID(c)
+	if err != nil {
+		return nil, err
+	}
+	return h.Jobs.Job(c.Request().Context(), id)
 }
 
 // cancelJob handles POST /api/v1/jobs/:id/cancel. It answers 200 with the

@@ -21,7 +21,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -440,23 +439,6 @@ func workspaceConfig(remote string, sha256 bool) string {
 // configQuote quotes a git config value, which keeps ';' and '#' literal.
 func configQuote(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
-}
-
-// stripPassword removes the password from a URL so it does not sit in a
-// file every build can read.
-func stripPassword(s string) string {
-	if !strings.Contains(s, "://") {
-		return s
-	}
-	p, err := url.Parse(s)
-	if err != nil || p.User == nil {
-		return s
-	}
-	if _, ok := p.User.Password(); !ok {
-		return s
-	}
-	p.User = url.User(p.User.Username())
-	return p.String()
 }
 
 // replaceFile writes data to name inside root through a new temporary file

@@ -7,15 +7,31 @@ import (
 
 // redactURL hides the password of a URL, for logs and messages.
 func redactURL(s string) string {
+	if p, ok := passwordURL(s); ok {
+		return p.Redacted()
+	}
+	return s
+}
+
+// stripPassword removes the password from a URL so it does not sit in a
+// file every build can read.
+func stripPassword(s string) string {
+	if p, ok := passwordURL(s); ok {
+		p.User = url.User(p.User.Username())
+		return p.String()
+	}
+	return s
+}
+
+// passwordURL parses s when it is a URL that holds a password.
+func passwordURL(s string) (*url.URL, bool) {
 	if !strings.Contains(s, "://") {
-		return s
+		return nil, false
 	}
 	p, err := url.Parse(s)
 	if err != nil || p.User == nil {
-		return s
+		return nil, false
 	}
-	if _, ok := p.User.Password(); !ok {
-		return s
-	}
-	return p.Redacted()
+	_, ok := p.User.Password()
+	return p, ok
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"mixmaster/api"
 	"mixmaster/artifacts"
 )
 
@@ -72,22 +73,6 @@ type jobRequest struct {
 	Params  map[string]string
 	Group   string
 	Rebuild bool
-}
-
-// buildInfo is the part of the reply of POST /jobs that the client reads.
-type buildInfo struct {
-	Params             map[string]string
-	Group              string
-	Path               string
-	Cached             bool
-	Coalesced          bool
-	Incremental        bool
-	ExitCode           int
-	ErrBuild           string
-	ContainerStdouterr string
-	ContainerStderr    string
-	StartedAt          string
-	URL                string
 }
 
 // clientError carries a message worded as mistry's client words it, so
@@ -336,7 +321,7 @@ func runBuild(ctx context.Context, o buildOptions, args []string, stdout, stderr
 		return nil
 	}
 
-	var bi buildInfo
+	var bi api.BuildInfo
 	if err := json.Unmarshal(body, &bi); err != nil {
 		return fmt.Errorf("cannot read the server's reply %q: %w", truncate(body, 200), err)
 	}
@@ -345,7 +330,7 @@ func runBuild(ctx context.Context, o buildOptions, args []string, stdout, stderr
 	}
 	if o.verbose {
 		fmt.Fprintf(stdout, "\nResult:\nStarted at: %s ExitCode: %v Params: %v Cached: %v Coalesced: %v\n\nLogs:\n%s\n",
-			bi.StartedAt, bi.ExitCode, bi.Params, bi.Cached, bi.Coalesced, bi.ContainerStdouterr)
+			bi.StartedAt.Format(time.RFC3339Nano), bi.ExitCode, bi.Params, bi.Cached, bi.Coalesced, bi.ContainerStdouterr)
 	}
 	if o.jsonResult {
 		fmt.Fprintf(stdout, "%s\n", bytes.TrimRight(body, "\n"))
@@ -503,7 +488,7 @@ func truncate(b []byte, n int) string {
 
 // fetchHTTP downloads the job's artifacts as one tar stream and unpacks it
 // into target.
-func (o *buildOptions) fetchHTTP(ctx context.Context, base string, bi buildInfo, target string, stderr io.Writer) error {
+func (o *buildOptions) fetchHTTP(ctx context.Context, base string, bi api.BuildInfo, target string, stderr io.Writer) error {
 	id := path.Base(bi.URL)
 	if bi.URL == "" || id == "." || id == "/" {
 		return fmt.Errorf("cannot find the job id in the server's URL %q", bi.URL)
@@ -586,7 +571,7 @@ func localArg(target string) string {
 
 // fetchSCP copies the artifacts folder's content: "<Path>/." also works
 // for an empty folder, where mistry's "<Path>/*" made scp fail.
-func fetchSCP(ctx context.Context, o buildOptions, bi buildInfo, target string, stdout, stderr io.Writer) error {
+func fetchSCP(ctx context.Context, o buildOptions, bi api.BuildInfo, target string, stdout, stderr io.Writer) error {
 	if err := checkServerPath(bi.Path); err != nil {
 		return err
 	}
@@ -597,7 +582,7 @@ func fetchSCP(ctx context.Context, o buildOptions, bi buildInfo, target string, 
 // fetchRsync copies from the rsync daemon module "mistry", rooted at the
 // build root. Trailing slashes on both sides copy the folder's content
 // (no glob), so --delete also removes stale top-level files.
-func fetchRsync(ctx context.Context, o buildOptions, bi buildInfo, target string, stdout, stderr io.Writer) error {
+func fetchRsync(ctx context.Context, o buildOptions, bi api.BuildInfo, target string, stdout, stderr io.Writer) error {
 	if err := checkServerPath(bi.Path); err != nil {
 		return err
 	}
