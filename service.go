@@ -249,3 +249,25 @@ type Metrics interface {
 	// JobFinished counts a job that ran to an end, with its duration.
 	JobFinished(j *Job)
 }
+
+// Rerunner queues a finished job again, as a new job with the same inputs.
+type Rerunner interface {
+	// Rerun returns the new job; ECONFLICT when the job is not finished.
+	Rerun(ctx context.Context, id JobID, trigger Trigger) (*Job, error)
+}
+
+// ProjectInfo describes a project for the dashboard.
+type ProjectInfo struct {
+	Name string
+	Kind Kind
+	// Targets maps the config keys of a webhook project to their commands.
+	Targets map[string]string
+	// Docker is set for an artifact project built from a Dockerfile.
+	Docker bool
+}
+
+// Catalog lists the configured projects.
+type Catalog interface {
+	// ListProjects returns every project, sorted by name.
+	ListProjects() []ProjectInfo
+}

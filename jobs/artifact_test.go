@@ -202,3 +202,15 @@ func TestArtifactBadRequests(t *testing.T) {
 		}
 	}
 }
+
+func TestArtifactRerun(t *testing.T) {
+	h := newArtifactHarness(t, map[string]string{"p": "date +%s%N > artifacts/stamp"})
+	_, first := h.build(t, mixmaster.ArtifactRequest{Project: "p", Params: map[string]string{"a": "1"}})
+	again, err := h.svc.Rerun(context.Background(), first.ID, mixmaster.TriggerUI)
+	if err != nil || again.ID == first.ID || again.Params["a"] != "1" {
+		t.Fatalf("rerun = %+v, %v: a rerun builds anew, cache or not", again, err)
+	}
+	if list := h.svc.ListProjects(); len(list) != 1 || list[0].Name != "p" || list[0].Kind != mixmaster.KindArtifact {
+		t.Errorf("ListProjects = %+v", list)
+	}
+}

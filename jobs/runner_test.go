@@ -242,3 +242,25 @@ func TestRunnerStopLeavesJobForRecovery(t *testing.T) {
 		t.Fatalf("recover: %+v, %v", interrupted, err)
 	}
 }
+
+func TestRerun(t *testing.T) {
+	h := newHarness(t, 1, testProject, func(context.Context, mixmaster.ExecSpec, io.Writer) (int, error) { return 0, nil })
+	h.svc.ProjectNames = func() []string { return []string{"org/repo"} }
+	id := h.submit(t, "staging/x")
+	if _, err := h.svc.Rerun(context.Background(), id, mixmaster.TriggerUI); mixmaster.ErrorCode(err) != mixmaster.ECONFLICT {
+		t.Fatalf("rerun of a queued job: %v", err)
+	}
+	h.start(t)
+	first := h.wait(t, id, mixmaster.StatusSucceeded)
+	again, err := h.svc.Rerun(context.Background(), id, mixmaster.TriggerUI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID == id || again.Target != "staging/x" || again.Commit != first.Commit || again.Trigger != mixmaster.TriggerUI {
+		t.Fatalf("rerun = %+v", again)
+	}
+	h.wait(t, again.ID, mixmaster.StatusSucceeded)
+	if list := h.svc.ListProjects(); len(list) != 1 || list[0].Name != "org/repo" || list[0].Kind != mixmaster.KindWebhook {
+		t.Errorf("ListProjects = %+v", list)
+	}
+}

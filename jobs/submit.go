@@ -17,6 +17,8 @@ type Projects func(name string) (*mixmaster.Project, bool)
 type Service struct {
 	Store    mixmaster.JobStore
 	Projects Projects
+	// ProjectNames lists the webhook projects, for the catalog.
+	ProjectNames func() []string
 	// Backlog is how many queued jobs are allowed before new requests get
 	// EUNAVAILABLE; zero means no limit.
 	Backlog int

@@ -23,10 +23,10 @@ const SchemaVersion = 1
 // Options.Timeout is zero.
 const DefaultTimeout = 3 * time.Second
 
-// batchDelay is how long a CreateJob that found others in flight waits
-// for more to share its commit. bbolt's default of 10 ms would add that to
-// every webhook of a burst; jobs that arrive while a commit is being
-// fsynced gather for the next one anyway.
+// batchDelay is how long a CreateJob that found at least two others in
+// flight waits for more to share its commit. bbolt's default of 10 ms
+// would add that to every webhook of a burst; jobs that arrive while a
+// commit is being fsynced gather for the next one anyway.
 const batchDelay = time.Millisecond
 
 // ErrLocked is returned by Open, wrapped with the path, when another

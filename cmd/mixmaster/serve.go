@@ -260,12 +260,11 @@ func (m *Main) openDocker() *docker.Executor {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	d, err := docker.New(ctx)
+	d, err := docker.New(ctx, m.Logger)
 	if err != nil {
 		m.Logger.Info("docker unavailable: projects with a Dockerfile cannot build", "err", err)
 		return nil
 	}
-	d.Logger = m.Logger
 	// Containers carry this instance's label, so the sweep removes only
 	// what this build root left behind, never another service's jobs.
 	sum := sha256.Sum256([]byte(m.Config.BuildRoot))

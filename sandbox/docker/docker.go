@@ -87,8 +87,9 @@ var (
 
 // New returns an Executor with a client configured from the environment.
 // It pings the engine, which settles the API version (the highest both
-// sides speak), and logs that version. Close releases the client.
-func New(ctx context.Context) (*Executor, error) {
+// sides speak), and logs that version to logger (nil: slog.Default()).
+// Close releases the client.
+func New(ctx context.Context, logger *slog.Logger) (*Executor, error) {
 	cli, err := client.New(client.FromEnv)
 	if err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
@@ -98,7 +99,7 @@ func New(ctx context.Context) (*Executor, error) {
 		cli.Close()
 		return nil, fmt.Errorf("docker: %w", err)
 	}
-	e := &Executor{Client: cli, owned: true}
+	e := &Executor{Client: cli, owned: true, Logger: logger}
 	e.logger().Info("docker engine",
 		"host", cli.DaemonHost(),
 		"api_version", cli.ClientVersion(),

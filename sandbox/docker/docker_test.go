@@ -318,7 +318,7 @@ func TestNew(t *testing.T) {
 	t.Parallel()
 	testenv.DockerClient(t)
 	img := testenv.BusyboxImage(t)
-	e, err := New(t.Context())
+	e, err := New(t.Context(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
