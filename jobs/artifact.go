@@ -171,7 +171,7 @@ func (r *Runner) runArtifact(ctx context.Context, job *mixmaster.Job, log mixmas
 	if err != nil {
 		return errored("%s", mixmaster.ErrorMessage(err))
 	}
-	timeout := r.timeout(&mixmaster.Project{})
+	timeout := r.timeout(0)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 

@@ -249,7 +249,7 @@ func (r *Runner) run(ctx context.Context, job *mixmaster.Job) {
 	log, err := r.Logs.Create(job.ID)
 	if err != nil {
 		logger.Error("create log", "err", err)
-		r.finish(job, nil, mixmaster.Outcome{Status: mixmaster.StatusErrored, Error: "cannot create log: " + err.Error()})
+		r.finish(job, mixmaster.Outcome{Status: mixmaster.StatusErrored, Error: "cannot create log: " + err.Error()})
 		return
 	}
 	var o mixmaster.Outcome
@@ -277,10 +277,11 @@ func (r *Runner) run(ctx context.Context, job *mixmaster.Job) {
 	if err := log.Close(); err != nil {
 		logger.Error("close log", "err", err)
 	}
-	r.finish(job, log, o)
+	r.finish(job, o)
 }
 
-func (r *Runner) finish(job *mixmaster.Job, log mixmaster.Log, o mixmaster.Outcome) {
+// finish records the outcome, tells viewers and sends the closing mail.
+func (r *Runner) finish(job *mixmaster.Job, o mixmaster.Outcome) {
 	done, err := r.Store.Finish(context.WithoutCancel(r.ctx), job.ID, o)
 	if err != nil {
 		r.Logger.Error("finish job", "job_id", job.ID, "err", err)
@@ -315,7 +316,7 @@ func (r *Runner) runWebhook(ctx context.Context, job *mixmaster.Job, log mixmast
 	if err != nil {
 		return errored("%s", mixmaster.ErrorMessage(err))
 	}
-	timeout := r.timeout(p)
+	timeout := r.timeout(p.Timeout)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
@@ -430,10 +431,11 @@ func (r *Runner) stopped(ctx context.Context, timeout time.Duration) (mixmaster.
 	return mixmaster.Outcome{}, false
 }
 
-func (r *Runner) timeout(p *mixmaster.Project) time.Duration {
+// timeout picks a job's bound: the project's own, else the service's.
+func (r *Runner) timeout(project time.Duration) time.Duration {
 	switch {
-	case p.Timeout > 0:
-		return p.Timeout
+	case project > 0:
+		return project
 	case r.Timeout > 0:
 		return r.Timeout
 	}
