@@ -27,6 +27,13 @@ type Handler struct {
 	Submitter mixmaster.Submitter
 	// Canceler stops queued and running jobs for the cancel route.
 	Canceler mixmaster.Canceler
+	// Rerunner queues a finished job again for the rerun route; without
+	// it the route is absent.
+	Rerunner mixmaster.Rerunner
+	// Auth guards the routes that read and change jobs; nil lets every
+	// request through. Its Identify middleware must run first, on the
+	// whole server.
+	Auth *Auth
 	// Logs opens job logs for reading.
 	Logs mixmaster.LogStore
 	// Events wakes log followers; without it they only poll.
@@ -70,34 +77,76 @@ type Handler struct {
 // Register adds every route of the handler to e.
 func (h *Handler) Register(e *echo.Echo) {
 	limit := h.limitBody(h.bodyLimit())
+	read, write := h.requireRead(), h.requireWrite()
 
-	// Webhooks, as the original Mixmaster bridge served them.
+	// Webhooks, as the original Mixmaster bridge served them. Open for
+	// now, since forges cannot send a token; adding write after the
+	// handler guards one.
 	e.POST("/", h.lightweight, limit)
 	e.PUT("/", h.lightweight, limit)
 	e.POST("/gitea", h.gitea, limit)
 	e.GET("/version", h.version)
 
-	// JSON API.
+	// JSON API. The guard comes before the body limit, so that an
+	// anonymous client is told to sign in rather than that its body is
+	// too large.
 	v1 := e.Group("/api/v1")
-	v1.GET("/jobs", h.listJobs)
-	v1.GET("/jobs/:id", h.getJob)
-	v1.GET("/jobs/:id/log", h.jobLog)
-	v1.POST("/jobs/:id/cancel", h.cancelJob, limit)
+	v1.GET("/jobs", h.listJobs, read)
+	v1.GET("/jobs/:id", h.getJob, read)
+	v1.GET("/jobs/:id/log", h.jobLog, read)
+	v1.POST("/jobs/:id/cancel", h.cancelJob, write, limit)
+	if h.Rerunner != nil {
+		v1.POST("/jobs/:id/rerun", h.rerunJob, write, limit)
+	}
 	if h.Artifacts != nil && h.WriteTar != nil {
-		v1.GET("/jobs/:id/artifacts", h.artifacts)
+		v1.GET("/jobs/:id/artifacts", h.artifacts, read)
 	}
 
-	// mistry's API, for its client and its web view.
+	// mistry's API, for its client and its web view. POST /jobs stays open
+	// like the webhooks until its clients send tokens.
 	if h.Artifacts != nil {
 		e.POST("/jobs", h.newArtifactJob, h.limitBody(h.jobBodyLimit()))
 	}
-	e.GET("/index", h.indexRedirect)
-	e.GET("/index/*", h.index)
-	e.GET("/job/*", h.showJob)
-	e.GET("/log/*", h.streamLog)
+	e.GET("/index", h.indexRedirect, read)
+	e.GET("/index/*", h.index, read)
+	e.GET("/job/*", h.showJob, read)
+	e.GET("/log/*", h.streamLog, read)
 	if h.Metrics != nil {
-		e.GET("/metrics", echo.WrapHandler(h.Metrics.Handler()))
+		e.GET("/metrics", echo.WrapHandler(h.Metrics.Handler()), read)
 	}
+}
+
+// requireRead is Auth.RequireRead, or nothing without Auth.
+func (h *Handler) requireRead() echo.MiddlewareFunc {
+	if h.Auth == nil {
+		return pass
+	}
+	return h.Auth.RequireRead()
+}
+
+// requireWrite is Auth.RequireWrite, or nothing without Auth.
+func (h *Handler) requireWrite() echo.MiddlewareFunc {
+	if h.Auth == nil {
+		return pass
+	}
+	return h.Auth.RequireWrite()
+}
+
+// pass is middleware that does nothing.
+func pass(next echo.HandlerFunc) echo.HandlerFunc { return next }
+
+// rerunJob handles POST /api/v1/jobs/:id/rerun: it queues a finished job
+// again and answers 202 with the new job.
+func (h *Handler) rerunJob(c echo.Context) error {
+	id, err := jobID(c)
+	if err != nil {
+		return err
+	}
+	job, err := h.Rerunner.Rerun(c.Request().Context(), id, mixmaster.TriggerAPI)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, job)
 }
 
 func (h *Handler) logger() *slog.Logger {

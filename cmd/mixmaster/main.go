@@ -78,6 +78,7 @@ func newRootCmd() *cobra.Command {
 		newBuildCmd(),
 		newRecipeCmd(),
 		newVersionCmd(),
+		newPasswdCmd(),
 	)
 	return root
 }

@@ -128,10 +128,12 @@ type Main struct {
 	Runner  *jobs.Runner
 	Mailer  *notify.Mailer
 	Metrics *api.Metrics
-	docker  *docker.Executor
-	Echo    *echo.Echo
-	server  *http.Server
-	served  chan error
+	// Auth identifies requests; the dashboard uses it for logins.
+	Auth   *api.Auth
+	docker *docker.Executor
+	Echo   *echo.Echo
+	server *http.Server
+	served chan error
 }
 
 // Addr is the address the service listens on.
@@ -209,12 +211,24 @@ func (m *Main) Open() error {
 		WebhookArtifactsDir: files.ArtifactsDir,
 	}
 
+	key, err := loadSessionKey(cfg.BuildRoot)
+	if err != nil {
+		m.Runner.Close(0)
+		db.Close()
+		return err
+	}
+	m.Auth = &api.Auth{
+		Tokens: cfg.Tokens, Users: cfg.Users, PublicDashboard: cfg.PublicDashboard,
+		TrustedNetworks: cfg.TrustedNetworks, Key: key,
+	}
+
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	e.IPExtractor = echo.ExtractIPDirect()
+	e.IPExtractor = api.TrustedProxyExtractor(cfg.TrustedProxies)
 	e.HTTPErrorHandler = api.NewErrorHandler(m.Logger)
 	e.Use(middleware.Recover())
 	e.Use(requestLogger(m.Logger))
+	e.Use(m.Auth.Identify())
 	h := &api.Handler{
 		Jobs:      db,
 		Submitter: svc,
@@ -222,6 +236,8 @@ func (m *Main) Open() error {
 		WriteTar:  artifacts.WriteTar,
 		Metrics:   m.Metrics,
 		Canceler:  m.Runner,
+		Rerunner:  svc,
+		Auth:      m.Auth,
 		Logs:      files,
 		Events:    broker,
 		Version:   version,
@@ -231,7 +247,14 @@ func (m *Main) Open() error {
 	m.Echo = e
 
 	if m.Listener == nil {
-		ln, err := listen(cfg.Listen)
+		addr := cfg.Listen
+		// Nobody could be told apart from anybody else: keep the service
+		// to this machine unless the config asks otherwise.
+		if !m.Auth.Enabled() && len(cfg.TrustedNetworks) == 0 && !cfg.ListenSet {
+			addr = loopbackAddr(addr)
+			m.Logger.Warn("no tokens, users or trusted networks are configured: listening on loopback only; set listen to serve other hosts", "addr", addr)
+		}
+		ln, err := listen(addr)
 		if err != nil {
 			m.Runner.Close(0)
 			db.Close()
@@ -285,6 +308,15 @@ func hostedBuilds(root string, folders *jobs.Folders) map[string]float64 {
 		hosted[name] = float64(len(entries))
 	}
 	return hosted
+}
+
+// loopbackAddr is addr with its host replaced by 127.0.0.1.
+func loopbackAddr(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		port = "8585"
+	}
+	return net.JoinHostPort("127.0.0.1", port)
 }
 
 // listen uses the socket systemd passes, if any, else binds addr.
