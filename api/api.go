@@ -45,6 +45,10 @@ type Handler struct {
 	// BodyLimit caps POST bodies in bytes; zero means DefaultBodyLimit.
 	BodyLimit int64
 
+	// Secrets returns the webhook secret of a project (its .secret, else
+	// the global webhookSecret); "" means deliveries need no signature.
+	Secrets func(project string) string
+
 	// Artifacts accepts cached-artifact builds (POST /jobs) and says where
 	// their files lie. Without it POST /jobs is not served.
 	Artifacts mixmaster.ArtifactSubmitter

@@ -43,6 +43,9 @@ func (h *Handler) gitea(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := h.checkSignature(c.Request().Header, body); err != nil {
+		return err
+	}
 	r, skip, err := decodeGitea(c.Request().Header, body)
 	if err != nil {
 		return err

@@ -25,6 +25,9 @@ func (h *Handler) lightweight(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := h.checkSignature(c.Request().Header, body); err != nil {
+		return err
+	}
 	r, err := decodeLightweight(body)
 	if err != nil {
 		return err

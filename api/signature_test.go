@@ -1,0 +1,57 @@
+package api
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"os"
+	"testing"
+)
+
+func sign(secret, body string) string {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(body))
+	return hex.EncodeToString(mac.Sum(nil))
+}
+
+func TestWebhookSignatures(t *testing.T) {
+	gitea, err := os.ReadFile("testdata/gitea.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string]string{"test-org/test-repo": "s3cret"}
+	tests := []struct {
+		name, path, body string
+		header           []string
+		status           int
+	}{
+		{"gitea signature", "/gitea", string(gitea), []string{"X-Gitea-Signature", sign("s3cret", string(gitea))}, http.StatusAccepted},
+		{"hub signature", "/gitea", string(gitea), []string{"X-Hub-Signature-256", "sha256=" + sign("s3cret", string(gitea))}, http.StatusAccepted},
+		{"forgejo signature", "/gitea", string(gitea), []string{"X-Forgejo-Signature", sign("s3cret", string(gitea))}, http.StatusAccepted},
+		{"gitlab token", "/gitea", string(gitea), []string{"X-Gitlab-Token", "s3cret"}, http.StatusAccepted},
+		{"wrong secret", "/gitea", string(gitea), []string{"X-Gitea-Signature", sign("other", string(gitea))}, http.StatusUnauthorized},
+		{"signature of another body", "/gitea", string(gitea), []string{"X-Hub-Signature-256", "sha256=" + sign("s3cret", "{}")}, http.StatusUnauthorized},
+		{"wrong token", "/gitea", string(gitea), []string{"X-Gitlab-Token", "s3cre"}, http.StatusUnauthorized},
+		{"empty signature", "/gitea", string(gitea), []string{"X-Gitea-Signature", ""}, http.StatusUnauthorized},
+		{"missing signature", "/gitea", string(gitea), nil, http.StatusUnauthorized},
+		{"garbage signature", "/gitea", string(gitea), []string{"X-Gitea-Signature", "zz"}, http.StatusUnauthorized},
+		{"lightweight signed", "/", lightweightBody, []string{"X-Hub-Signature-256", "sha256=" + sign("s3cret", lightweightBody)}, http.StatusAccepted},
+		{"lightweight unsigned", "/", lightweightBody, nil, http.StatusUnauthorized},
+		{"project without a secret", "/", `{"project": "other/repo", "target": "main"}`, nil, http.StatusAccepted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sub := &recordingSubmitter{id: 1, created: true}
+			e, _ := newEcho(t, &Handler{Submitter: sub.fake(), Secrets: func(p string) string { return secrets[p] }})
+			header := append([]string{"Content-Type", "application/json", "X-Gitea-Event", "push"}, tt.header...)
+			rec := serve(e, http.MethodPost, tt.path, tt.body, header...)
+			if rec.Code != tt.status {
+				t.Fatalf("status %d %q, want %d", rec.Code, rec.Body, tt.status)
+			}
+			if queued := len(sub.requests()); (tt.status == http.StatusAccepted) != (queued == 1) {
+				t.Errorf("%d jobs queued", queued)
+			}
+		})
+	}
+}
