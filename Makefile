@@ -7,7 +7,7 @@ PREFIX  ?= $(HOME)/.local
 GO      ?= go
 STATICCHECK ?= $(shell command -v staticcheck || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: all build run test lint bench fuzz clean
+.PHONY: all build run test lint bench fuzz clean install uninstall
 
 all: lint test build
 
@@ -33,3 +33,22 @@ bench:
 
 clean:
 	rm -rf dist .demo
+
+# The binary to $(PREFIX)/bin (default ~/.local/bin: no sudo), with a link
+# named mistry for scripts that call `mistry build`. Then `mixmaster setup`
+# installs the service. The new binary is renamed into place, so a running
+# service keeps its old one until it restarts.
+BINDIR = $(DESTDIR)$(PREFIX)/bin
+
+install: build
+	install -d '$(BINDIR)'
+	install -m 0755 dist/mixmaster '$(BINDIR)/.mixmaster.new'
+	mv -f '$(BINDIR)/.mixmaster.new' '$(BINDIR)/mixmaster'
+	ln -sfn mixmaster '$(BINDIR)/mistry'
+	@echo "Installed $(BINDIR)/mixmaster. Next: mixmaster setup"
+
+# Run `mixmaster setup --teardown` first to stop and remove the service.
+uninstall:
+	rm -f '$(BINDIR)/mixmaster' '$(BINDIR)/mistry'
+	@if [ -e "$${XDG_CONFIG_HOME:-$$HOME/.config}/systemd/user/mixmaster.service" ]; then \
+		echo "The service units are still installed: remove them with mixmaster setup --teardown (from a build of this tree: dist/mixmaster setup --teardown)"; fi

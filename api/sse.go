@@ -24,20 +24,29 @@ const maxEventLine = 1 << 20
 // streamLog handles GET /log/<project>/<id>: the job's log as Server-Sent
 // Events, one event per line, whose id is the byte offset just past the
 // line. A client that reconnects with Last-Event-ID resumes right after
-// the last line it got. A job without a log yet is waited for. When the
-// job is final and its whole log was sent, an "end" event carrying the
-// final status closes the stream; EventSource clients should close on it,
-// or they reconnect and get the "end" event again.
+// the last line it got; ?offset= starts a first connection at a byte
+// offset, such as the end of the part of the log a page already shows. A
+// job without a log yet is waited for. When the job is final and its whole
+// log was sent, an "end" event carrying the final status closes the
+// stream; EventSource clients should close on it, or they reconnect and
+// get the "end" event again.
 func (h *Handler) streamLog(c echo.Context) error {
 	job, err := h.jobFromPath(c, "/log/")
 	if err != nil {
 		return err
 	}
+	// A page that shows the start of a log opens the stream at ?offset=,
+	// since EventSource sends Last-Event-ID only when it reconnects; on a
+	// reconnect the header, which is newer, wins.
 	var offset int64
-	if s := c.Request().Header.Get("Last-Event-ID"); s != "" {
-		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	from, at := "Last-Event-ID", c.Request().Header.Get("Last-Event-ID")
+	if at == "" {
+		from, at = "offset", c.QueryParam("offset")
+	}
+	if at != "" {
+		n, err := strconv.ParseInt(strings.TrimSpace(at), 10, 64)
 		if err != nil || n < 0 {
-			return mixmaster.Errorf(mixmaster.EINVALID, "Last-Event-ID must be a byte offset.")
+			return mixmaster.Errorf(mixmaster.EINVALID, "%s must be a byte offset.", from)
 		}
 		offset = n
 	}

@@ -264,6 +264,28 @@ func TestSSEResume(t *testing.T) {
 	f.released(t)
 }
 
+// A page that already shows part of a log opens the stream at ?offset=;
+// a reconnect's Last-Event-ID, which is newer, wins over it.
+func TestSSEOffset(t *testing.T) {
+	f := newSSEFixture(t, mixmaster.StatusRunning, &Handler{})
+	l1, l2, l3 := line("O", "one"), line("O", "two"), line("O", "three")
+	appendFile(t, f.log, l1+l2+l3)
+
+	a := openSSE(t, t.Context(), f.url()+"?offset="+strconv.Itoa(len(l1)), "")
+	a.want(t, len(l1+l2), strings.TrimSuffix(l2, "\n"))
+	a.want(t, len(l1+l2+l3), strings.TrimSuffix(l3, "\n"))
+	a.quiet(t)
+
+	b := openSSE(t, t.Context(), f.url()+"?offset="+strconv.Itoa(len(l1)), strconv.Itoa(len(l1+l2)))
+	b.want(t, len(l1+l2+l3), strings.TrimSuffix(l3, "\n"))
+	b.quiet(t)
+
+	f.finish(mixmaster.StatusSucceeded)
+	a.wantEnd(t, mixmaster.StatusSucceeded)
+	b.wantEnd(t, mixmaster.StatusSucceeded)
+	f.released(t)
+}
+
 // A queued job has no log yet: the stream waits for it (mistry crashed
 // here), woken by polling alone.
 func TestSSEQueuedJob(t *testing.T) {
@@ -348,6 +370,8 @@ func TestSSERefused(t *testing.T) {
 		{"/log/ok", "", http.StatusNotFound},
 		{"/log/ok/9", "x", http.StatusBadRequest},
 		{"/log/ok/9", "-5", http.StatusBadRequest},
+		{"/log/ok/9?offset=x", "", http.StatusBadRequest},
+		{"/log/ok/9?offset=-1", "", http.StatusBadRequest},
 	} {
 		req := httptest.NewRequest(http.MethodGet, tc.path, nil)
 		if tc.lastID != "" {

@@ -171,6 +171,13 @@ func (r *Runner) Cancel(ctx context.Context, id mixmaster.JobID) (*mixmaster.Job
 	return job, nil
 }
 
+// Running returns the number of jobs running now.
+func (r *Runner) Running() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.running)
+}
+
 // Kick wakes the dispatcher; the store's notify channel does the same.
 func (r *Runner) Kick() {
 	select {

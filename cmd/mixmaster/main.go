@@ -77,6 +77,7 @@ func newRootCmd() *cobra.Command {
 		newServeCmd(),
 		newBuildCmd(),
 		newRecipeCmd(),
+		newSetupCmd(),
 		newVersionCmd(),
 		newPasswdCmd(),
 	)

@@ -33,10 +33,13 @@ import (
 )
 
 type serveOptions struct {
-	config    string
-	listen    string
-	demo      bool
-	buildRoot string
+	config      string
+	listen      string
+	demo        bool
+	buildRoot   string
+	idleExit    time.Duration
+	idleExitSet bool
+	grace       time.Duration
 }
 
 func newServeCmd() *cobra.Command {
@@ -51,9 +54,12 @@ With --demo no config is needed: a demo build root with example projects is
 created (in --build-root, default ./.demo) and served on 127.0.0.1:8585.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.idleExitSet = cmd.Flags().Changed("idle-exit")
 			return runServe(cmd.Context(), o, cmd.ErrOrStderr())
 		},
 	}
+	cmd.Flags().DurationVar(&o.idleExit, "idle-exit", 0, "exit when idle this long, e.g. 10m; 0: never (overrides idleExit in the config)")
+	cmd.Flags().DurationVar(&o.grace, "shutdown-grace", defaultShutdownGrace, "on SIGTERM, how long running jobs may finish before they are stopped and queued again")
 	cmd.Flags().StringVar(&o.config, "config", "", "config file")
 	cmd.Flags().StringVar(&o.listen, "listen", "", "address to listen on (overrides the config)")
 	cmd.Flags().BoolVar(&o.demo, "demo", false, "serve a built-in demo configuration with example projects")
@@ -84,13 +90,14 @@ func runServe(ctx context.Context, o serveOptions, stderr interface{ Write([]byt
 	if o.listen != "" {
 		cfg.Listen, cfg.ListenSet = o.listen, true
 	}
-	m := &Main{Config: cfg, Logger: logger}
+	if o.idleExitSet {
+		cfg.IdleExit = o.idleExit
+	}
+	m := &Main{Config: cfg, Logger: logger, Grace: o.grace}
 	if err := m.Open(); err != nil {
 		return err
 	}
-	<-ctx.Done()
-	logger.Info("stopping")
-	return m.Close()
+	return m.serveUntilDone(ctx, cfg.IdleExit)
 }
 
 // configPath picks the config file: the flag, $MIXMASTER_CONFIG, or the
@@ -123,6 +130,9 @@ type Main struct {
 	Logger *slog.Logger
 	// Listener, when set, is used instead of listening on Config.Listen.
 	Listener net.Listener
+	// Grace is how long Close lets running jobs finish before it stops
+	// them; zero means 30 s.
+	Grace time.Duration
 
 	DB      *store.DB
 	Runner  *jobs.Runner
@@ -134,6 +144,7 @@ type Main struct {
 	Echo   *echo.Echo
 	server *http.Server
 	served chan error
+	life   lifecycle
 }
 
 // Addr is the address the service listens on.
@@ -226,6 +237,7 @@ func (m *Main) Open() error {
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = api.TrustedProxyExtractor(cfg.TrustedProxies)
 	e.HTTPErrorHandler = api.NewErrorHandler(m.Logger)
+	e.Use(m.trackActivity())
 	e.Use(middleware.Recover())
 	e.Use(requestLogger(m.Logger))
 	e.Use(m.Auth.Identify())
@@ -233,17 +245,24 @@ func (m *Main) Open() error {
 		Jobs:      db,
 		Submitter: svc,
 		Artifacts: svc,
-		WriteTar:  artifacts.WriteTar,
-		Metrics:   m.Metrics,
-		Canceler:  m.Runner,
-		Rerunner:  svc,
-		Auth:      m.Auth,
-		Logs:      files,
-		Events:    broker,
-		Version:   version,
-		Logger:    m.Logger,
+		Secrets: func(project string) string {
+			if p, ok := cfg.Projects[project]; ok && p.Secret != "" {
+				return p.Secret
+			}
+			return cfg.WebhookSecret
+		},
+		WriteTar: artifacts.WriteTar,
+		Metrics:  m.Metrics,
+		Canceler: m.Runner,
+		Rerunner: svc,
+		Auth:     m.Auth,
+		Logs:     files,
+		Events:   broker,
+		Version:  version,
+		Logger:   m.Logger,
 	}
 	h.Register(e)
+	m.registerUI(e, h, svc)
 	m.Echo = e
 
 	if m.Listener == nil {
@@ -332,23 +351,17 @@ func listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// Close stops serving, lets running jobs finish briefly, then stops them
-// and closes the store.
+// Close stops accepting connections, lets running jobs finish for the
+// grace period while requests under way go on, then stops the jobs (they
+// stay recorded, to run again on the next start; queued jobs stay queued),
+// cuts the requests still open and closes the store.
 func (m *Main) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	var errs []error
-	if m.server != nil {
-		if err := m.server.Shutdown(ctx); err != nil {
-			errs = append(errs, err)
-		}
-		if err := <-m.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs = append(errs, err)
-		}
-	}
+	m.beginHTTPStop()
 	if m.Runner != nil {
-		errs = append(errs, m.Runner.Close(10*time.Second))
+		errs = append(errs, m.Runner.Close(m.grace()))
 	}
+	errs = append(errs, m.endHTTPStop(httpDrain))
 	if m.Mailer != nil {
 		m.Mailer.Close()
 	}
