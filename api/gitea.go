@@ -43,7 +43,7 @@ func (h *Handler) gitea(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := h.checkSignature(c.Request().Header, body); err != nil {
+	if err := h.checkSignature(c, body); err != nil {
 		return err
 	}
 	r, skip, err := decodeGitea(c.Request().Header, body)

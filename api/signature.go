@@ -9,23 +9,33 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/labstack/echo/v4"
+
 	"mixmaster"
 )
 
-// checkSignature authenticates a webhook delivery before its body is acted
-// on. The secret belongs to the project the body names (its .secret, else
-// the global webhookSecret), so the body is read for that one name first;
-// nothing else of it is trusted until the signature matches. Without a
-// secret there is nothing to check.
-func (h *Handler) checkSignature(header http.Header, body []byte) error {
-	if h.Secrets == nil {
+// checkSignature authorizes a webhook delivery before its body is acted
+// on. A project with a secret (its .secret, else the global
+// webhookSecret) accepts only deliveries signed with it; the body is read
+// for the project's name first, and nothing else of it is trusted until the
+// signature matches. Without a secret the delivery is a write like any
+// other: a token, a trusted network, or — with no auth configured at all —
+// this machine.
+func (h *Handler) checkSignature(c echo.Context, body []byte) error {
+	secret := ""
+	if h.Secrets != nil {
+		secret = h.Secrets(projectOf(body))
+	}
+	if secret != "" {
+		return verifySignature(c.Request().Header, body, secret)
+	}
+	if h.Auth == nil {
 		return nil
 	}
-	secret := h.Secrets(projectOf(body))
-	if secret == "" {
+	if _, ok := mixmaster.UserFrom(c.Request().Context()); ok {
 		return nil
 	}
-	return verifySignature(header, body, secret)
+	return mixmaster.Errorf(mixmaster.EUNAUTHORIZED, "Sign the webhook with the project's secret, or send a token.")
 }
 
 // projectOf finds the project a payload names: the forge's

@@ -25,7 +25,7 @@ func (h *Handler) lightweight(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := h.checkSignature(c.Request().Header, body); err != nil {
+	if err := h.checkSignature(c, body); err != nil {
 		return err
 	}
 	r, err := decodeLightweight(body)
