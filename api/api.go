@@ -45,6 +45,10 @@ type Handler struct {
 	// BodyLimit caps POST bodies in bytes; zero means DefaultBodyLimit.
 	BodyLimit int64
 
+	// Backup writes a consistent copy of the database, for GET
+	// /api/v1/backup; without it the route is absent.
+	Backup func(w io.Writer) (int64, error)
+
 	// Secrets returns the webhook secret of a project (its .secret, else
 	// the global webhookSecret); "" means deliveries need no signature.
 	Secrets func(project string) string
@@ -104,6 +108,10 @@ func (h *Handler) Register(e *echo.Echo) {
 	}
 	if h.Artifacts != nil && h.WriteTar != nil {
 		v1.GET("/jobs/:id/artifacts", h.artifacts, read)
+	}
+	if h.Backup != nil {
+		// Every job's commands and params are in it: a write's guard.
+		v1.GET("/backup", h.backup, write)
 	}
 
 	// mistry's API, for its client and its web view. The unchanged mistry
