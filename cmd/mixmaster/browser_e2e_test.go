@@ -265,7 +265,7 @@ staging = sleep 1; seq 1 60000
 
 	// The job list follows a running job without a reload.
 	var long accepted
-	if code := s.post(t, "/", `{"project": "test-org/test-repo", "target": "production"}`, nil, &long); code != http.StatusAccepted {
+	if code := s.post(t, "/", `{"project": "test-org/test-repo", "target": "production"}`, tokenHeader, &long); code != http.StatusAccepted {
 		t.Fatalf("queue the long build: %d", code)
 	}
 	waitStatus(t, s, long.ID, mixmaster.StatusRunning)
@@ -275,11 +275,11 @@ staging = sleep 1; seq 1 60000
 	b.waitFor("running row", statusIs(row, mixmaster.StatusRunning), 5*time.Second)
 	// A job started elsewhere is announced.
 	var next accepted
-	if code := s.post(t, "/", `{"project": "test-org/test-repo", "target": "production"}`, nil, &next); code != http.StatusAccepted {
+	if code := s.post(t, "/", `{"project": "test-org/test-repo", "target": "production"}`, tokenHeader, &next); code != http.StatusAccepted {
 		t.Fatalf("queue another build: %d", code)
 	}
 	b.waitFor("new job notice", `!document.querySelector('.new-jobs').hidden && document.querySelector('.new-jobs').textContent.includes('1 new job')`, 10*time.Second)
-	if code := s.post(t, fmt.Sprintf("/api/v1/jobs/%d/cancel", long.ID), "", map[string]string{"Authorization": "Bearer e2e-token"}, nil); code != http.StatusAccepted && code != http.StatusOK {
+	if code := s.post(t, fmt.Sprintf("/api/v1/jobs/%d/cancel", long.ID), "", tokenHeader, nil); code != http.StatusAccepted && code != http.StatusOK {
 		t.Fatalf("cancel through the API: %d", code)
 	}
 	b.waitFor("row turns canceled", statusIs(row, mixmaster.StatusCanceled), 15*time.Second)
@@ -300,7 +300,7 @@ staging = sleep 1; seq 1 60000
 	// A flood of output reaches the page in batches, and the page keeps
 	// only its newest lines.
 	var flood accepted
-	if code := s.post(t, "/", `{"project": "test-org/test-repo", "target": "staging/x"}`, nil, &flood); code != http.StatusAccepted {
+	if code := s.post(t, "/", `{"project": "test-org/test-repo", "target": "staging/x"}`, tokenHeader, &flood); code != http.StatusAccepted {
 		t.Fatalf("queue the flood: %d", code)
 	}
 	b.open(fmt.Sprintf("/job/test-org/test-repo/%d", flood.ID))
@@ -398,3 +398,7 @@ func waitStatus(t *testing.T, s *server, id mixmaster.JobID, status mixmaster.St
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// tokenHeader authenticates the test's own API requests: the service has
+// users and a token configured, so nothing anonymous may queue builds.
+var tokenHeader = map[string]string{"Authorization": "Bearer e2e-token"}

@@ -80,6 +80,7 @@ func newRootCmd() *cobra.Command {
 		newSetupCmd(),
 		newVersionCmd(),
 		newPasswdCmd(),
+		newBackupCmd(),
 	)
 	return root
 }

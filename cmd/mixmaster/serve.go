@@ -212,6 +212,10 @@ func (m *Main) Open() error {
 		Timeout:      cfg.JobTimeout,
 		Logger:       m.Logger,
 	}
+	// A crash leaves the agent directories of its running jobs behind.
+	if removed, err := sshagent.Sweep(""); err != nil || len(removed) > 0 {
+		m.Logger.Info("removed leftover ssh agent directories", "count", len(removed), "err", err)
+	}
 	if err := m.Runner.Open(); err != nil {
 		db.Close()
 		return err
@@ -252,6 +256,7 @@ func (m *Main) Open() error {
 			return cfg.WebhookSecret
 		},
 		WriteTar: artifacts.WriteTar,
+		Backup:   db.Backup,
 		Metrics:  m.Metrics,
 		Canceler: m.Runner,
 		Rerunner: svc,
