@@ -3,9 +3,10 @@ package mixmaster
 import (
 	"errors"
 	"fmt"
+	"net/http"
 )
 
-// Error codes. Each maps to exactly one HTTP status in the api package.
+// Error codes. Each maps to exactly one HTTP status (HTTPStatus).
 const (
 	EINVALID       = "invalid"       // malformed request: 400
 	EUNAUTHORIZED  = "unauthorized"  // missing or wrong credentials: 401
@@ -56,4 +57,27 @@ func ErrorMessage(err error) string {
 		return e.Message
 	}
 	return "Internal error."
+}
+
+// statusOf maps error codes to HTTP statuses. It is the only such map: the
+// API and the dashboard both answer through HTTPStatus.
+var statusOf = map[string]int{
+	EINVALID:       http.StatusBadRequest,
+	EUNAUTHORIZED:  http.StatusUnauthorized,
+	EFORBIDDEN:     http.StatusForbidden,
+	ENOTFOUND:      http.StatusNotFound,
+	ECONFLICT:      http.StatusConflict,
+	ETOOLARGE:      http.StatusRequestEntityTooLarge,
+	EUNPROCESSABLE: http.StatusUnprocessableEntity,
+	EUNAVAILABLE:   http.StatusServiceUnavailable,
+	EINTERNAL:      http.StatusInternalServerError,
+}
+
+// HTTPStatus returns the HTTP status for an error code; unknown codes are
+// internal errors.
+func HTTPStatus(code string) int {
+	if s, ok := statusOf[code]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
 }

@@ -13,19 +13,6 @@ import (
 	"mixmaster"
 )
 
-// statusOf maps error codes to HTTP statuses. It is the only such map.
-var statusOf = map[string]int{
-	mixmaster.EINVALID:       http.StatusBadRequest,
-	mixmaster.EUNAUTHORIZED:  http.StatusUnauthorized,
-	mixmaster.EFORBIDDEN:     http.StatusForbidden,
-	mixmaster.ENOTFOUND:      http.StatusNotFound,
-	mixmaster.ECONFLICT:      http.StatusConflict,
-	mixmaster.ETOOLARGE:      http.StatusRequestEntityTooLarge,
-	mixmaster.EUNPROCESSABLE: http.StatusUnprocessableEntity,
-	mixmaster.EUNAVAILABLE:   http.StatusServiceUnavailable,
-	mixmaster.EINTERNAL:      http.StatusInternalServerError,
-}
-
 // NewErrorHandler returns the echo error handler for the whole server. It
 // answers coded errors with their status and message, echo's own errors
 // (unknown route, wrong method, body too large) with a short message, and
@@ -88,10 +75,11 @@ func describe(err error) (int, string) {
 	if errors.As(err, &mbe) {
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body too large (limit %d bytes).", mbe.Limit)
 	}
-	status, ok := statusOf[mixmaster.ErrorCode(err)]
-	if !ok {
-		// A code this handler does not know is a bug, not the client's fault.
-		return http.StatusInternalServerError, "Internal error."
+	status := mixmaster.HTTPStatus(mixmaster.ErrorCode(err))
+	if status == http.StatusInternalServerError {
+		// An uncoded error, or a code nobody mapped, is a bug of ours: its
+		// text may hold paths or details a client must not see.
+		return status, "Internal error."
 	}
 	return status, mixmaster.ErrorMessage(err)
 }

@@ -263,27 +263,11 @@ func (h *Handler) render(c echo.Context, status int, name string, p *page) error
 // server's error handler and its log. Pages answer in HTML, so they do not
 // go through the API's error handler.
 func userError(err error) (status int, msg string, ok bool) {
-	switch mixmaster.ErrorCode(err) {
-	case mixmaster.EINVALID:
-		status = http.StatusBadRequest
-	case mixmaster.EUNAUTHORIZED:
-		status = http.StatusUnauthorized
-	case mixmaster.EFORBIDDEN:
-		status = http.StatusForbidden
-	case mixmaster.ENOTFOUND:
-		status = http.StatusNotFound
-	case mixmaster.ECONFLICT:
-		status = http.StatusConflict
-	case mixmaster.ETOOLARGE:
-		status = http.StatusRequestEntityTooLarge
-	case mixmaster.EUNPROCESSABLE:
-		status = http.StatusUnprocessableEntity
-	case mixmaster.EUNAVAILABLE:
-		status = http.StatusServiceUnavailable
-	default:
+	code := mixmaster.ErrorCode(err)
+	if code == mixmaster.EINTERNAL || code == "" {
 		return 0, "", false
 	}
-	return status, sentence(mixmaster.ErrorMessage(err)), true
+	return mixmaster.HTTPStatus(code), sentence(mixmaster.ErrorMessage(err)), true
 }
 
 // sentence capitalises msg and ends it with a full stop, since services
