@@ -2,9 +2,11 @@ package jobs
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"mixmaster"
 )
@@ -22,6 +24,10 @@ type Service struct {
 	// Backlog is how many queued jobs are allowed before new requests get
 	// EUNAVAILABLE; zero means no limit.
 	Backlog int
+
+	// MinFree is the free space the build root's disk must keep for new
+	// builds to be accepted; zero means no check.
+	MinFree int64
 
 	// Cached-artifact builds.
 	Folders *Folders               // the projects path; nil when there is none
@@ -51,8 +57,15 @@ func (s *Service) Submit(ctx context.Context, r mixmaster.Request) (*mixmaster.J
 	return s.Store.CreateJob(ctx, job)
 }
 
-// checkBacklog refuses new work while the queue is full.
+// checkBacklog refuses new work while the queue is full, or while the
+// build root's disk is nearly full: a build that fills it would fail, and
+// so might the commits of the builds already running.
 func (s *Service) checkBacklog(ctx context.Context) error {
+	if s.MinFree > 0 && s.Root != "" {
+		if free, err := freeBytes(s.Root); err == nil && free < s.MinFree {
+			return mixmaster.Errorf(mixmaster.EUNAVAILABLE, "only %s free on the build root's disk (at least %s needed); builds resume when space is freed", humanBytes(free), humanBytes(s.MinFree))
+		}
+	}
 	if s.Backlog <= 0 {
 		return nil
 	}
@@ -134,4 +147,27 @@ func quote(s string) string {
 		s = s[:100] + "…"
 	}
 	return "'" + strings.Trim(strconv.Quote(s), `"`) + "'"
+}
+
+// freeBytes is the space an unprivileged user may still use on dir's disk.
+func freeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// humanBytes renders a size for a message.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -117,3 +117,29 @@ func TestSubmitBacklog(t *testing.T) {
 		t.Fatalf("%d jobs queued", len(*created))
 	}
 }
+
+func TestSubmitRefusedWhenDiskIsFull(t *testing.T) {
+	s, created := testService(t)
+	s.Root = t.TempDir()
+	s.MinFree = 1 << 62 // more than any disk holds
+	r := mixmaster.Request{Project: "org/repo", Target: "production", RepositoryURL: "https://git.example.com/org/repo.git"}
+	_, _, err := s.Submit(context.Background(), r)
+	if mixmaster.ErrorCode(err) != mixmaster.EUNAVAILABLE || !strings.Contains(err.Error(), "free on the build root's disk") {
+		t.Fatalf("err = %v; want 503 saying why", err)
+	}
+	if len(*created) != 0 {
+		t.Fatal("a job was queued")
+	}
+	s.MinFree = 1
+	if _, _, err := s.Submit(context.Background(), r); err != nil {
+		t.Fatalf("with space: %v", err)
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	for n, want := range map[int64]string{512: "512 B", 2048: "2.0 KiB", 3 << 30: "3.0 GiB"} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

@@ -123,6 +123,11 @@ func logLevel() slog.Level {
 	return l
 }
 
+// minFreeDisk is the free space the build root must keep for new builds
+// to be accepted: below it requests get 503 saying why, and the builds
+// already running are not starved of room for their logs and commits.
+const minFreeDisk = 512 << 20
+
 // Main is the running service, wired from a Config. Tests start it on a
 // loopback port in a temporary build root.
 type Main struct {
@@ -221,7 +226,7 @@ func (m *Main) Open() error {
 		return err
 	}
 	svc := &jobs.Service{
-		Store: db, Projects: projects, Backlog: cfg.JobBacklog,
+		Store: db, Projects: projects, Backlog: cfg.JobBacklog, MinFree: minFreeDisk,
 		Folders: folders, Events: broker, Root: cfg.BuildRoot, Metrics: m.Metrics,
 		WebhookArtifactsDir: files.ArtifactsDir,
 	}
