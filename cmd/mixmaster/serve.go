@@ -126,7 +126,7 @@ func logLevel() slog.Level {
 // minFreeDisk is the free space the build root must keep for new builds
 // to be accepted: below it requests get 503 saying why, and the builds
 // already running are not starved of room for their logs and commits.
-const minFreeDisk = 512 << 20
+const minFreeDisk = 100 << 20
 
 // Main is the running service, wired from a Config. Tests start it on a
 // loopback port in a temporary build root.
