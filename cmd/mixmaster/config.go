@@ -75,7 +75,61 @@ type Config struct {
 	Users           map[string]string // name → bcrypt hash
 	PublicDashboard bool              // default true
 	IdleExit        time.Duration     // 0: never exit when idle
-	Projects        map[string]*mixmaster.Project
+	Keep            time.Duration     // finished jobs older than this may be pruned; 0: forever
+	KeepLast        int               // the newest this many jobs per project are kept; 0: no limit
+	// Retention holds the .keep and .keepLast of the projects that set
+	// them; mixmaster.Project is shared with packages that have no use
+	// for them.
+	Retention map[string]Retention
+	Projects  map[string]*mixmaster.Project
+}
+
+// Retention is a project's own .keep and .keepLast; nil means the global
+// value applies.
+type Retention struct {
+	Keep     *time.Duration
+	KeepLast *int
+}
+
+// RetentionPolicy returns how long and how many finished jobs of project
+// are kept: the project's own values where set, else the global ones.
+// Artifact projects have no section, so they get the global values.
+func (c *Config) RetentionPolicy(project string) (keep time.Duration, keepLast int) {
+	keep, keepLast = c.Keep, c.KeepLast
+	if r, ok := c.Retention[project]; ok {
+		if r.Keep != nil {
+			keep = *r.Keep
+		}
+		if r.KeepLast != nil {
+			keepLast = *r.KeepLast
+		}
+	}
+	return keep, keepLast
+}
+
+// setRetention changes project's own retention, making the map on first
+// use so that configs without any stay equal to the defaults.
+func (c *Config) setRetention(project string, set func(*Retention)) {
+	if c.Retention == nil {
+		c.Retention = map[string]Retention{}
+	}
+	r := c.Retention[project]
+	set(&r)
+	c.Retention[project] = r
+}
+
+// PruneEnabled reports whether keep or keepLast is set anywhere, that is
+// whether anything may ever be pruned.
+func (c *Config) PruneEnabled() bool {
+	if c.Keep > 0 || c.KeepLast > 0 {
+		return true
+	}
+	for _, r := range c.Retention {
+		if r.Keep != nil && *r.Keep > 0 || r.KeepLast != nil && *r.KeepLast > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Defaults and limits. The upper limits only catch typos (an extra zero
@@ -89,6 +143,7 @@ const (
 	defaultMailCommand = "/usr/sbin/sendmail -t"
 	maxJobConcurrency  = 1 << 16
 	maxJobBacklog      = 1 << 20
+	maxKeepLast        = 1 << 30
 
 	modeNormal = "normal"
 	modeDryRun = "dryrun"
@@ -455,6 +510,11 @@ var appKeys = map[string]func(c *Config, v string) error{
 		c.IdleExit = d
 		return nil
 	},
+	"keep": func(c *Config, v string) (err error) { c.Keep, err = parseKeep(v); return err },
+	"keepLast": func(c *Config, v string) (err error) {
+		c.KeepLast, err = parseCount(v, maxKeepLast)
+		return err
+	},
 	"logLimit": func(c *Config, v string) (err error) { c.LogLimit, err = parseSize(v); return err },
 	"mailCommand": func(c *Config, v string) error {
 		c.MailCommand = v
@@ -594,8 +654,20 @@ func (p *cfgParser) applyProject(c *Config, s *iniSection) {
 					p.errorf(e.line, "option .timeout in [%s]: expected a duration > 0 such as 30m or 2h, got %q", s.name, e.value)
 				}
 				proj.Timeout = d
+			case ".keep":
+				d, err := parseKeep(e.value)
+				if err != nil {
+					p.errorf(e.line, "option .keep in [%s]: %v", s.name, err)
+				}
+				c.setRetention(s.name, func(r *Retention) { r.Keep = &d })
+			case ".keepLast":
+				n, err := parseCount(e.value, maxKeepLast)
+				if err != nil {
+					p.errorf(e.line, "option .keepLast in [%s]: %v", s.name, err)
+				}
+				c.setRetention(s.name, func(r *Retention) { r.KeepLast = &n })
 			default:
-				p.errorf(e.line, "unknown option %q in [%s] (expected .repository, .secret, .executor, .image or .timeout)", e.key, s.name)
+				p.errorf(e.line, "unknown option %q in [%s] (expected .repository, .secret, .executor, .image, .timeout, .keep or .keepLast)", e.key, s.name)
 			}
 			continue
 		}
@@ -685,6 +757,16 @@ func absPath(v string) (string, error) {
 		return "", fmt.Errorf("expected an absolute path or one starting with ~/, got %q", v)
 	}
 	return filepath.Clean(p), nil
+}
+
+// parseKeep reads a retention age. Only Go durations are taken, so 30
+// days is 720h; "30d" is refused rather than guessed.
+func parseKeep(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("expected a duration ≥ 0 such as 720h for 30 days (0: forever), got %q", v)
+	}
+	return d, nil
 }
 
 func parseCount(v string, limit int) (int, error) {

@@ -635,3 +635,67 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestConfigRetention(t *testing.T) {
+	c := mustParse(t, "[_]\nkeep = 720h\nkeepLast = 20\n[a/b]\nmain = make\n.keep = 0\n[c/d]\nmain = make\n.keepLast = 3\n")
+	if c.Keep != 720*time.Hour || c.KeepLast != 20 {
+		t.Errorf("keep, keepLast = %v, %d; want 720h, 20", c.Keep, c.KeepLast)
+	}
+	for _, tt := range []struct {
+		project  string
+		keep     time.Duration
+		keepLast int
+	}{
+		{"a/b", 0, 20},                  // .keep = 0 means forever for this project
+		{"c/d", 720 * time.Hour, 3},     // only .keepLast overridden
+		{"folder", 720 * time.Hour, 20}, // an artifact project: the global values
+	} {
+		keep, keepLast := c.RetentionPolicy(tt.project)
+		if keep != tt.keep || keepLast != tt.keepLast {
+			t.Errorf("RetentionPolicy(%s) = %v, %d; want %v, %d", tt.project, keep, keepLast, tt.keep, tt.keepLast)
+		}
+	}
+	if !c.PruneEnabled() {
+		t.Error("PruneEnabled() = false")
+	}
+
+	// Forever is the default, so nothing is pruned unless asked.
+	if d := mustParse(t, "[a/b]\nmain = make\n"); d.PruneEnabled() {
+		t.Error("PruneEnabled() = true without keep or keepLast")
+	}
+	if d := mustParse(t, "[a/b]\nmain = make\n.keepLast = 5\n"); !d.PruneEnabled() {
+		t.Error("PruneEnabled() = false with a project's .keepLast")
+	}
+}
+
+func TestConfigRetentionErrors(t *testing.T) {
+	tests := []struct {
+		text string
+		line int
+		want []string
+	}{
+		{"[_]\nkeep = 30d", 2, []string{"keep:", "720h", `"30d"`}},
+		{"[_]\nkeep = -1h", 2, []string{"keep:", "≥ 0", `"-1h"`}},
+		{"[_]\n\nkeepLast = some", 3, []string{"keepLast:", "whole number", `"some"`}},
+		{"[_]\nkeepLast = -3", 2, []string{"keepLast:", `"-3"`}},
+		{"[a/b]\nmain = make\n.keep = a month", 3, []string{".keep in [a/b]", `"a month"`}},
+		{"[a/b]\n.keepLast = 1.5", 2, []string{".keepLast in [a/b]", `"1.5"`}},
+		{"[a/b]\n.keepLast =", 2, []string{".keepLast", "has no value"}},
+	}
+	for _, tt := range tests {
+		_, err := ParseConfig("my.ini", []byte(tt.text))
+		if err == nil {
+			t.Errorf("no error for %q", tt.text)
+			continue
+		}
+		msg := err.Error()
+		if prefix := fmt.Sprintf("my.ini:%d: ", tt.line); !strings.HasPrefix(msg, prefix) {
+			t.Errorf("error %q does not start with %q", msg, prefix)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("error %q does not contain %q", msg, w)
+			}
+		}
+	}
+}

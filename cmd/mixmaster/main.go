@@ -81,6 +81,7 @@ func newRootCmd() *cobra.Command {
 		newVersionCmd(),
 		newPasswdCmd(),
 		newBackupCmd(),
+		newPruneCmd(),
 	)
 	return root
 }

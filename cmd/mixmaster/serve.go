@@ -150,6 +150,9 @@ type Main struct {
 	server *http.Server
 	served chan error
 	life   lifecycle
+	// stopPruner ends the periodic pruner and waits for it; nil when
+	// no retention is configured.
+	stopPruner func()
 }
 
 // Addr is the address the service listens on.
@@ -297,6 +300,11 @@ func (m *Main) Open() error {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
+	if cfg.PruneEnabled() {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := startPruner(ctx, newPruner(cfg, db, m.Logger), m.Logger)
+		m.stopPruner = func() { cancel(); <-done }
+	}
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(m.Listener) }()
 	m.Logger.Info("serving", "addr", "http://"+m.Addr(), "build_root", cfg.BuildRoot, "projects", len(cfg.Projects))
@@ -377,6 +385,9 @@ func (m *Main) Close() error {
 	}
 	if m.docker != nil {
 		m.docker.Close()
+	}
+	if m.stopPruner != nil {
+		m.stopPruner() // before the store it uses closes
 	}
 	if m.DB != nil {
 		errs = append(errs, m.DB.Close())
