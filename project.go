@@ -14,6 +14,7 @@ type Project struct {
 	Executor   string        // .executor: "shell" (default) or "docker"
 	Image      string        // .image: the image for the docker executor
 	Timeout    time.Duration // .timeout: zero means the service default
+	Network    string        // .network: "none" (default) or "bridge", for the docker executor
 	// Targets maps config keys ("production", "master/docs") to commands.
 	Targets map[string]string
 }

@@ -224,6 +224,9 @@ func (r *Runner) runArtifact(ctx context.Context, job *mixmaster.Job, log mixmas
 	if err := os.Rename(pending, ready); err != nil {
 		return errored("move build to %s: %v", ready, err)
 	}
+	if err := syncDir(filepath.Dir(ready)); err != nil {
+		return errored("keep build %s: %v", ready, err)
+	}
 	return o
 }
 
@@ -284,12 +287,7 @@ func (r *Runner) execArtifact(ctx context.Context, job *mixmaster.Job, folder *F
 		}
 		return mixmaster.Outcome{Error: "run: " + err.Error()}
 	}
-	o := mixmaster.Outcome{Status: mixmaster.StatusSucceeded, ExitCode: &code}
-	if code != 0 {
-		o.Status = mixmaster.StatusFailed
-		o.Error = fmt.Sprintf("command exited with status %d", code)
-	}
-	return o
+	return r.exited(code, filepath.Join(data, "artifacts"))
 }
 
 // prepareData lays out a build's data directory: artifacts/ and params/
@@ -326,4 +324,14 @@ func prepareData(data string, params map[string]string) error {
 // shellQuote quotes a path for sh -c.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }

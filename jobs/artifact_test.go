@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -212,5 +213,23 @@ func TestArtifactRerun(t *testing.T) {
 	}
 	if list := h.svc.ListProjects(); len(list) != 1 || list[0].Name != "p" || list[0].Kind != mixmaster.KindArtifact {
 		t.Errorf("ListProjects = %+v", list)
+	}
+}
+
+func TestArtifactLimit(t *testing.T) {
+	h := newArtifactHarness(t, map[string]string{
+		"big":   "head -c 4096 /dev/zero > artifacts/blob",
+		"small": "echo ok > artifacts/ok",
+	})
+	h.runner.ArtifactLimit = 1024
+	_, big := h.build(t, mixmaster.ArtifactRequest{Project: "big"})
+	if big.Status != mixmaster.StatusFailed || !strings.Contains(big.Error, "more than 1.0 KiB of artifacts") {
+		t.Fatalf("big = %s %q", big.Status, big.Error)
+	}
+	if entries, _ := os.ReadDir(h.svc.ArtifactsDir(big)); len(entries) != 0 {
+		t.Errorf("the oversized artifacts were kept: %v", entries)
+	}
+	if _, small := h.build(t, mixmaster.ArtifactRequest{Project: "small"}); small.Status != mixmaster.StatusSucceeded {
+		t.Fatalf("small = %s %q", small.Status, small.Error)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -54,8 +55,10 @@ type Runner struct {
 
 	Concurrency int           // zero means the number of CPUs
 	Timeout     time.Duration // default per-job timeout; zero means DefaultTimeout
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// ArtifactLimit caps the bytes a job may keep; zero means no limit.
+	ArtifactLimit int64
+	Logger        *slog.Logger
+	Now           func() time.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -376,6 +379,7 @@ func (r *Runner) runWebhook(ctx context.Context, job *mixmaster.Job, log mixmast
 		Command: route.Command,
 		Dir:     checkout,
 		Image:   p.Image,
+		Network: p.Network,
 		Timeout: timeout,
 	}
 	if executorName(p) == "docker" {
@@ -417,12 +421,67 @@ func (r *Runner) runWebhook(ctx context.Context, job *mixmaster.Job, log mixmast
 		}
 		return errored("run: %v", err)
 	}
-	o := mixmaster.Outcome{Status: mixmaster.StatusSucceeded, ExitCode: &code, Commit: commit}
+	o := r.exited(code, r.ArtifactsDir(job.ID))
+	o.Commit = commit
+	return o
+}
+
+// exited turns a command's exit code into an outcome, once the files the
+// job kept are durable and within the size limit.
+func (r *Runner) exited(code int, artifacts string) mixmaster.Outcome {
+	o := mixmaster.Outcome{Status: mixmaster.StatusSucceeded, ExitCode: &code}
 	if code != 0 {
 		o.Status = mixmaster.StatusFailed
 		o.Error = fmt.Sprintf("command exited with status %d", code)
 	}
+	if err := settle(artifacts, r.ArtifactLimit); err != nil {
+		o.Status = mixmaster.StatusFailed
+		o.Error = err.Error()
+		if errors.Is(err, errTooBig) {
+			// Keep the disk for builds that stay within bounds.
+			os.RemoveAll(artifacts)
+			os.MkdirAll(artifacts, 0o755)
+		}
+	}
 	return o
+}
+
+var errTooBig = errors.New("too big")
+
+// settle fsyncs every file and directory a job kept and checks their total
+// size, so that a job recorded as finished never points at artifacts a
+// crash lost, and no job fills the disk.
+func settle(dir string, limit int64) error {
+	var size int64
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.Type()&fs.ModeSymlink != 0 {
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			if size += info.Size(); limit > 0 && size > limit {
+				return errTooBig
+			}
+		} else if !d.IsDir() {
+			return nil // sockets, fifos and devices hold no data to sync
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return f.Sync()
+	})
+	if errors.Is(err, errTooBig) {
+		return fmt.Errorf("the job kept more than %s of artifacts: %w", humanBytes(limit), errTooBig)
+	}
+	if err != nil {
+		return fmt.Errorf("keep artifacts: %w", err)
+	}
+	return nil
 }
 
 // stopped explains an interrupted step: a cancel, a timeout or a stop.

@@ -62,6 +62,8 @@ type Config struct {
 	JobBacklog      int    // 0 → 2×JobConcurrency (resolved after JobConcurrency)
 	JobTimeout      time.Duration
 	LogLimit        int64  // bytes; the file accepts KiB/MiB/GiB suffixes
+	ArtifactLimit   int64  // artifactLimit: bytes a job may keep, default 10 GiB
+	MinFreeDisk     int64  // minFreeDisk: free space below which new builds get 503, default 100 MiB
 	MailCommand     string // default "/usr/sbin/sendmail -t" when MailTo is set and no smtpHost
 	MailFrom        string
 	SMTPHost        string
@@ -176,6 +178,8 @@ func baseConfig() *Config {
 		Listen:          defaultListen,
 		JobTimeout:      defaultJobTimeout,
 		LogLimit:        defaultLogLimit,
+		ArtifactLimit:   10 << 30,
+		MinFreeDisk:     100 << 20,
 		SMTPPort:        defaultSMTPPort,
 		Users:           map[string]string{},
 		PublicDashboard: true,
@@ -515,7 +519,9 @@ var appKeys = map[string]func(c *Config, v string) error{
 		c.KeepLast, err = parseCount(v, maxKeepLast)
 		return err
 	},
-	"logLimit": func(c *Config, v string) (err error) { c.LogLimit, err = parseSize(v); return err },
+	"logLimit":      func(c *Config, v string) (err error) { c.LogLimit, err = parseSize(v); return err },
+	"artifactLimit": func(c *Config, v string) (err error) { c.ArtifactLimit, err = parseSize(v); return err },
+	"minFreeDisk":   func(c *Config, v string) (err error) { c.MinFreeDisk, err = parseSize(v); return err },
 	"mailCommand": func(c *Config, v string) error {
 		c.MailCommand = v
 		return nil
@@ -648,6 +654,11 @@ func (p *cfgParser) applyProject(c *Config, s *iniSection) {
 					p.errorf(e.line, "option .image in [%s]: expected an image name without spaces, got %q", s.name, e.value)
 				}
 				proj.Image, imageLine = e.value, e.line
+			case ".network":
+				if e.value != "none" && e.value != "bridge" {
+					p.errorf(e.line, "option .network in [%s]: expected none or bridge, got %q", s.name, e.value)
+				}
+				proj.Network = e.value
 			case ".timeout":
 				d, err := time.ParseDuration(e.value)
 				if err != nil || d <= 0 {
@@ -667,7 +678,7 @@ func (p *cfgParser) applyProject(c *Config, s *iniSection) {
 				}
 				c.setRetention(s.name, func(r *Retention) { r.KeepLast = &n })
 			default:
-				p.errorf(e.line, "unknown option %q in [%s] (expected .repository, .secret, .executor, .image, .timeout, .keep or .keepLast)", e.key, s.name)
+				p.errorf(e.line, "unknown option %q in [%s] (expected .repository, .secret, .executor, .image, .network, .timeout, .keep or .keepLast)", e.key, s.name)
 			}
 			continue
 		}

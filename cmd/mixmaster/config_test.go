@@ -124,6 +124,8 @@ func TestConfigEveryKey(t *testing.T) {
 		JobBacklog:      10,
 		JobTimeout:      90 * time.Minute,
 		LogLimit:        8 << 20,
+		ArtifactLimit:   10 << 30,
+		MinFreeDisk:     100 << 20,
 		MailFrom:        "CI <ci@example.com>",
 		SMTPHost:        "mail.example.com",
 		SMTPPort:        587,
@@ -169,6 +171,8 @@ func TestConfigDefaults(t *testing.T) {
 		JobBacklog:      2 * runtime.NumCPU(),
 		JobTimeout:      time.Hour,
 		LogLimit:        32 << 20,
+		ArtifactLimit:   10 << 30,
+		MinFreeDisk:     100 << 20,
 		SMTPPort:        25,
 		Users:           map[string]string{},
 		PublicDashboard: true,
@@ -364,6 +368,9 @@ func TestConfigErrors(t *testing.T) {
 		{"[a//b]\nx = y", 1, []string{"[a//b]", "empty"}},
 		{"[a/b/]\nx = y", 1, []string{"[a/b/]", "empty"}},
 		{"[a/b]\n.executor = podman", 2, []string{".executor", "[a/b]", "expected shell or docker", `"podman"`}},
+		{"[a/b]\n.network = host", 2, []string{".network", "[a/b]", "expected none or bridge", `"host"`}},
+		{"artifactLimit = lots", 1, []string{"artifactLimit:", "size"}},
+		{"minFreeDisk = -1", 1, []string{"minFreeDisk:", "size"}},
 		{"[a/b]\n\n.executor = docker", 3, []string{".image", "[a/b]", "required"}},
 		{"[a/b]\n.image = alpine", 2, []string{".image", "[a/b]", "needs .executor = docker"}},
 		{"[a/b]\n.image = alpine\n.executor = shell", 3, []string{".image", "[a/b]", "needs .executor = docker"}},
@@ -697,5 +704,18 @@ func TestConfigRetentionErrors(t *testing.T) {
 				t.Errorf("error %q does not contain %q", msg, w)
 			}
 		}
+	}
+}
+
+func TestNetworkAndLimits(t *testing.T) {
+	cfg, err := ParseConfig("x.ini", []byte("[_]\nartifactLimit = 2GiB\nminFreeDisk = 1GiB\n\n[a/b]\n.executor = docker\n.image = alpine\n.network = bridge\nmaster = make\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ArtifactLimit != 2<<30 || cfg.MinFreeDisk != 1<<30 || cfg.Projects["a/b"].Network != "bridge" {
+		t.Errorf("config = %+v, project %+v", cfg, cfg.Projects["a/b"])
+	}
+	if d := DefaultConfig(); d.ArtifactLimit != 10<<30 || d.MinFreeDisk != 100<<20 {
+		t.Errorf("defaults: artifactLimit %d, minFreeDisk %d", d.ArtifactLimit, d.MinFreeDisk)
 	}
 }

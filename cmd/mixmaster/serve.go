@@ -123,11 +123,6 @@ func logLevel() slog.Level {
 	return l
 }
 
-// minFreeDisk is the free space the build root must keep for new builds
-// to be accepted: below it requests get 503 saying why, and the builds
-// already running are not starved of room for their logs and commits.
-const minFreeDisk = 100 << 20
-
 // Main is the running service, wired from a Config. Tests start it on a
 // loopback port in a temporary build root.
 type Main struct {
@@ -202,23 +197,24 @@ func (m *Main) Open() error {
 		return float64(n)
 	}, func() map[string]float64 { return hostedBuilds(cfg.BuildRoot, folders) })
 	m.Runner = &jobs.Runner{
-		Store:        db,
-		Logs:         files,
-		Events:       broker,
-		SCM:          &scm.Git{MirrorRoot: filepath.Join(cfg.BuildRoot, "mirrors"), Logger: m.Logger},
-		Executors:    executors,
-		Agent:        &sshagent.Agent{KeyFile: cfg.SSHKey},
-		Notifier:     notifier,
-		Metrics:      m.Metrics,
-		Projects:     projects,
-		Folders:      folders,
-		Workspaces:   workspaces,
-		Images:       images,
-		Root:         cfg.BuildRoot,
-		ArtifactsDir: files.ArtifactsDir,
-		Concurrency:  cfg.JobConcurrency,
-		Timeout:      cfg.JobTimeout,
-		Logger:       m.Logger,
+		Store:         db,
+		Logs:          files,
+		Events:        broker,
+		SCM:           &scm.Git{MirrorRoot: filepath.Join(cfg.BuildRoot, "mirrors"), Logger: m.Logger},
+		Executors:     executors,
+		Agent:         &sshagent.Agent{KeyFile: cfg.SSHKey},
+		Notifier:      notifier,
+		Metrics:       m.Metrics,
+		Projects:      projects,
+		Folders:       folders,
+		Workspaces:    workspaces,
+		Images:        images,
+		Root:          cfg.BuildRoot,
+		ArtifactsDir:  files.ArtifactsDir,
+		Concurrency:   cfg.JobConcurrency,
+		Timeout:       cfg.JobTimeout,
+		ArtifactLimit: cfg.ArtifactLimit,
+		Logger:        m.Logger,
 	}
 	// A crash leaves the agent directories of its running jobs behind.
 	if removed, err := sshagent.Sweep(""); err != nil || len(removed) > 0 {
@@ -229,7 +225,7 @@ func (m *Main) Open() error {
 		return err
 	}
 	svc := &jobs.Service{
-		Store: db, Projects: projects, Backlog: cfg.JobBacklog, MinFree: minFreeDisk,
+		Store: db, Projects: projects, Backlog: cfg.JobBacklog, MinFree: cfg.MinFreeDisk,
 		Folders: folders, Events: broker, Root: cfg.BuildRoot, Metrics: m.Metrics,
 		WebhookArtifactsDir: files.ArtifactsDir,
 	}
