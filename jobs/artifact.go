@@ -254,7 +254,7 @@ func (r *Runner) execArtifact(ctx context.Context, job *mixmaster.Job, folder *F
 		image, err := r.Images.BuildImage(ctx, mixmaster.ImageSpec{
 			Project:   job.Project,
 			Dir:       folder.Dir,
-			Tag:       "mixmaster-" + strings.ToLower(job.Project) + ":" + content[:16],
+			Tag:       imageTag(job.Project, content),
 			BuildArgs: map[string]string{"uid": uid},
 			Labels:    map[string]string{"mixmaster.project": job.Project},
 			NoCache:   job.Rebuild,
@@ -334,4 +334,11 @@ func syncDir(dir string) error {
 	}
 	defer f.Close()
 	return f.Sync()
+}
+
+// imageTag names the image of a project's folder content, so that builds of
+// different contents never race for one tag and old images can be told
+// from the current one.
+func imageTag(project, content string) string {
+	return "mixmaster-" + strings.ToLower(project) + ":" + content[:16]
 }

@@ -36,6 +36,11 @@ type Pruner struct {
 	// Policy returns a project's retention: jobs younger than keep and the
 	// newest keepLast are kept; 0 means no limit of that kind.
 	Policy func(project string) (keep time.Duration, keepLast int)
+	// Images, when set, removes the service's own images except those
+	// keep accepts; Folders then names the images still in use: each
+	// artifact project's image for its folder's current content.
+	Images  func(ctx context.Context, keep func(tag string) bool) (int, error)
+	Folders *Folders
 	// Now is the clock; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -131,7 +136,35 @@ func (p *Pruner) Prune(ctx context.Context) (removed int, err error) {
 		removed++
 		p.logger().Info("pruned job", "job_id", j.ID, "project", j.Project, "status", j.Status, "finished", jobTime(j))
 	}
+	if err := p.pruneImages(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	return removed, errors.Join(errs...)
+}
+
+// pruneImages removes images built from folder contents that no longer
+// exist: only each project's current image can run again.
+func (p *Pruner) pruneImages(ctx context.Context) error {
+	if p.Images == nil || p.Folders == nil {
+		return nil
+	}
+	current := map[string]bool{}
+	for _, name := range p.Folders.Names() {
+		f, err := p.Folders.Folder(name)
+		if err != nil || !f.Docker {
+			continue
+		}
+		content, err := p.Folders.ContentHash(f)
+		if err != nil {
+			return fmt.Errorf("prune images: %w", err)
+		}
+		current[imageTag(name, content)] = true
+	}
+	n, err := p.Images(ctx, func(tag string) bool { return current[tag] })
+	if n > 0 {
+		p.logger().Info("pruned images", "count", n)
+	}
+	return err
 }
 
 // Dirs returns the directories that belong to job: its own directory

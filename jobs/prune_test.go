@@ -213,3 +213,42 @@ func TestPruneDryRunPlanRemovesNothing(t *testing.T) {
 		t.Errorf("Plan removed the directory: %v", err)
 	}
 }
+
+func TestPruneImagesKeepsCurrentOnes(t *testing.T) {
+	projects := t.TempDir()
+	writeProject(t, filepath.Join(projects, "app"), map[string]string{"Dockerfile": "FROM x\n"})
+	writeProject(t, filepath.Join(projects, "script"), map[string]string{"build": "#!/bin/sh\n"})
+	folders := &Folders{Dir: projects}
+	f, _ := folders.Folder("app")
+	content, _ := folders.ContentHash(f)
+	current := imageTag("app", content)
+
+	var kept, dropped []string
+	p := &Pruner{
+		Store:   &prunerNoJobs{},
+		Folders: folders,
+		Images: func(_ context.Context, keep func(string) bool) (int, error) {
+			for _, tag := range []string{current, "mixmaster-app:0123456789abcdef", "mixmaster-gone:0123456789abcdef"} {
+				if keep(tag) {
+					kept = append(kept, tag)
+				} else {
+					dropped = append(dropped, tag)
+				}
+			}
+			return len(dropped), nil
+		},
+	}
+	if _, err := p.Prune(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(kept) != 1 || kept[0] != current || len(dropped) != 2 {
+		t.Errorf("kept %v, dropped %v", kept, dropped)
+	}
+}
+
+// prunerNoJobs is a store with no jobs at all.
+type prunerNoJobs struct{ PruneStore }
+
+func (prunerNoJobs) Jobs(context.Context, mixmaster.JobFilter) ([]*mixmaster.Job, error) {
+	return nil, nil
+}

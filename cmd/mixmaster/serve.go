@@ -298,7 +298,11 @@ func (m *Main) Open() error {
 	}
 	if cfg.PruneEnabled() {
 		ctx, cancel := context.WithCancel(context.Background())
-		done := startPruner(ctx, newPruner(cfg, db, m.Logger), m.Logger)
+		pruner := newPruner(cfg, db, m.Logger)
+		if m.docker != nil {
+			pruner.Images, pruner.Folders = m.docker.PruneImages, folders
+		}
+		done := startPruner(ctx, pruner, m.Logger)
 		m.stopPruner = func() { cancel(); <-done }
 	}
 	m.served = make(chan error, 1)
