@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,6 +24,7 @@ import (
 	"time"
 
 	"mixmaster"
+	"mixmaster/internal/testenv"
 	"mixmaster/jobs"
 	"mixmaster/sandbox/sshagent"
 	"mixmaster/store"
@@ -58,6 +61,17 @@ func TestKilledRepeatedlyLosesNothing(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(projects, "crashy", "build"), []byte(build), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// With a Docker engine (always in CI), a third of the artifact builds
+	// run in containers, so that a kill also leaves containers behind for
+	// the next start to clear away.
+	docker := testenv.Required("docker") || exec.Command("docker", "info").Run() == nil
+	if docker {
+		image := testenv.BusyboxImage(t)
+		boxed := filepath.Join(projects, "boxed")
+		os.MkdirAll(boxed, 0o755)
+		os.WriteFile(filepath.Join(boxed, "Dockerfile"), []byte("FROM "+image+"\nARG uid\nWORKDIR /data\nENTRYPOINT [\"/bin/sh\", \"-c\", \"sleep 0.3; echo built > artifacts/out.txt\"]\n"), 0o644)
+		t.Cleanup(func() { removeImages(t, "mixmaster-boxed") })
+	}
 	// Agents live in os.TempDir(): a private, short TMPDIR for the service
 	// keeps other processes' agents out of the count and the socket path
 	// under the unix limit.
@@ -89,7 +103,10 @@ master = sleep 0.1$(( $$ %% 5 )); echo built master
 			t.Logf("service log:\n%s", logBuf.String())
 		}
 	})
-	env := append(os.Environ(), "TMPDIR="+agentDir, "MIXMASTER_DOCKER=off")
+	env := append(os.Environ(), "TMPDIR="+agentDir)
+	if !docker {
+		env = append(env, "MIXMASTER_DOCKER=off")
+	}
 
 	var (
 		mu       sync.Mutex
@@ -111,7 +128,11 @@ master = sleep 0.1$(( $$ %% 5 )); echo built master
 			endpoint, body = "/", fmt.Sprintf(`{"project":"test-org/test-repo","target":%q}`, target)
 		} else {
 			// Distinct params so that no two requests coalesce.
-			endpoint, body = "/jobs?async", fmt.Sprintf(`{"project":"crashy","params":{"n":"%d"}}`, n)
+			project := "crashy"
+			if docker && n%3 == 1 {
+				project = "boxed"
+			}
+			endpoint, body = "/jobs?async", fmt.Sprintf(`{"project":%q,"params":{"n":"%d"}}`, project, n)
 			want = http.StatusCreated
 		}
 		resp, err := client.Post(base+endpoint, "application/json", strings.NewReader(body))
@@ -250,7 +271,7 @@ master = sleep 0.1$(( $$ %% 5 )); echo built master
 			t.Errorf("job %d (%s) = %s %q, want succeeded or interrupted", j.ID, j.Kind, j.Status, j.Error)
 		}
 		if j.Kind == mixmaster.KindArtifact && j.Status == mixmaster.StatusSucceeded {
-			out := filepath.Join(buildRoot, "crashy", "ready", j.ID.String(), "data", "artifacts", "out.txt")
+			out := filepath.Join(buildRoot, j.Project, "ready", j.ID.String(), "data", "artifacts", "out.txt")
 			if b, err := os.ReadFile(out); err != nil || string(b) != "built\n" {
 				t.Errorf("artifact job %d succeeded but out.txt = %q, %v", j.ID, b, err)
 			}
@@ -273,8 +294,25 @@ master = sleep 0.1$(( $$ %% 5 )); echo built master
 		t.Errorf("service after SIGTERM: %v", err)
 	}
 
-	if left, _ := filepath.Glob(filepath.Join(buildRoot, "crashy", "pending", "*")); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join(buildRoot, "*", "pending", "*")); len(left) > 0 {
 		t.Errorf("pending builds left behind: %v", left)
+	}
+	if docker {
+		boxed := 0
+		for _, j := range all {
+			if j.Project == "boxed" && j.Status == mixmaster.StatusSucceeded {
+				boxed++
+			}
+		}
+		if boxed == 0 {
+			t.Error("no build in a container succeeded")
+		}
+		t.Logf("%d builds in containers succeeded", boxed)
+		sum := sha256.Sum256([]byte(buildRoot))
+		out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=mixmaster.instance="+hex.EncodeToString(sum[:8])).Output()
+		if err != nil || len(bytes.TrimSpace(out)) != 0 {
+			t.Errorf("containers left behind: %q, %v", out, err)
+		}
 	}
 	if left, _ := filepath.Glob(filepath.Join(agentDir, sshagent.DirPrefix+"*")); len(left) > 0 {
 		t.Errorf("%d agent directories left behind: %v", len(left), left)
@@ -386,4 +424,15 @@ func tempFiles(t *testing.T, root string) []string {
 		t.Fatal(err)
 	}
 	return found
+}
+
+// removeImages deletes the images of a repository the test built.
+func removeImages(t *testing.T, repo string) {
+	out, err := exec.Command("docker", "images", "-q", repo).Output()
+	if err != nil {
+		return
+	}
+	for _, id := range strings.Fields(string(out)) {
+		exec.Command("docker", "rmi", "-f", id).Run()
+	}
 }
