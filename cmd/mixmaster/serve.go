@@ -221,8 +221,8 @@ func (m *Main) Open() error {
 		m.Logger.Info("removed leftover ssh agent directories", "count", len(removed), "err", err)
 	}
 	if err := m.Runner.Open(); err != nil {
-		db.Close()
-		return err
+		m.Runner = nil // nothing of it runs
+		return errors.Join(err, m.Close())
 	}
 	svc := &jobs.Service{
 		Store: db, Projects: projects, Backlog: cfg.JobBacklog, MinFree: cfg.MinFreeDisk,
@@ -232,9 +232,7 @@ func (m *Main) Open() error {
 
 	key, err := loadSessionKey(cfg.BuildRoot)
 	if err != nil {
-		m.Runner.Close(0)
-		db.Close()
-		return err
+		return errors.Join(err, m.Close())
 	}
 	m.Auth = &api.Auth{
 		Tokens: cfg.Tokens, Users: cfg.Users, PublicDashboard: cfg.PublicDashboard,
@@ -284,9 +282,7 @@ func (m *Main) Open() error {
 		}
 		ln, err := listen(addr)
 		if err != nil {
-			m.Runner.Close(0)
-			db.Close()
-			return err
+			return errors.Join(err, m.Close())
 		}
 		m.Listener = ln
 	}
