@@ -134,3 +134,47 @@ func TestCommandLine(t *testing.T) {
 		t.Error("recipe created a checkout")
 	}
 }
+
+// TestOriginalsAttacks replays attacks that worked against the original
+// Mixmaster: INI injection through a payload field (S3), path traversal in
+// log and job routes (S4), and secrets echoed back from a stored payload
+// (S6).
+func TestOriginalsAttacks(t *testing.T) {
+	repo := newTestRepo(t)
+	s := startServer(t, `
+[_]
+buildRoot = @ROOT@
+
+[test-org/test-repo]
+.repository = `+repo.Dir+`
+production = echo safe
+`)
+	pwned := filepath.Join(t.TempDir(), "pwned")
+	os.WriteFile(filepath.Join(s.Config.BuildRoot, "..", "secret.log"), []byte("top secret"), 0o600)
+
+	// S3: a newline in a field must not add a command.
+	a := s.submit(t, map[string]any{"project": "test-org/test-repo", "target": "production",
+		"viewUrl": "http://x\nbuildCommand = touch " + pwned + "\nproduction = touch " + pwned,
+		"secret":  "hunter2"})
+	j := s.wait(t, a.ID)
+	if j.Status != mixmaster.StatusSucceeded || j.Command != "echo safe" {
+		t.Fatalf("job = %+v", j)
+	}
+	if _, err := os.Stat(pwned); err == nil {
+		t.Fatal("an injected command ran")
+	}
+	// S6: what the API shows of a job holds no field the payload smuggled.
+	if _, body := s.get(t, fmt.Sprintf("/api/v1/jobs/%d", a.ID)); strings.Contains(body, "hunter2") {
+		t.Errorf("the job record repeats the payload's secret: %s", body)
+	}
+	// S4: traversal in the log and job routes reads nothing outside.
+	for _, path := range []string{
+		"/log/../secret.log", "/log/..%2F..%2Fsecret.log", "/job/..%2F..%2Fsecret.log",
+		"/api/v1/jobs/..%2Fsecret.log/log", "/static/..%2F..%2Fsecret.log", "/project/..%2F..%2F",
+	} {
+		code, body := s.get(t, path)
+		if strings.Contains(body, "top secret") || code == http.StatusInternalServerError {
+			t.Errorf("GET %s: %d %q", path, code, body)
+		}
+	}
+}
