@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -86,8 +84,8 @@ func startServer(t testing.TB, cfgText string) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
-	m := &Main{Config: cfg, Listener: ln, Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logs}, nil))}
+	var logs syncBuffer
+	m := &Main{Config: cfg, Listener: ln, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	if err := m.Open(); err != nil {
 		t.Fatal(err)
 	}
@@ -180,18 +178,6 @@ func (s *server) log(t testing.TB, id mixmaster.JobID) string {
 		t.Fatalf("GET log %d: %d %s", id, code, body)
 	}
 	return body
-}
-
-// lockedWriter lets the service log from many goroutines into one buffer.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.Write(p)
 }
 
 func TestWebhookBuildEndToEnd(t *testing.T) {

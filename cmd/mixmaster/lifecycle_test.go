@@ -38,7 +38,8 @@ type child struct {
 	err    error // how it exited, once exited is closed
 }
 
-// syncBuffer collects a child's log.
+// syncBuffer collects a service's log, written from many goroutines
+// while a test may read it.
 type syncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer

@@ -95,12 +95,10 @@ staging = sleep 0.1; echo built staging
 master = sleep 0.1$(( $$ %% 5 )); echo built master
 `, buildRoot, projects, repo.Dir)), 0o600)
 
-	var logs lockedWriter
-	var logBuf bytes.Buffer
-	logs.w = &logBuf
+	var logs syncBuffer
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("service log:\n%s", logBuf.String())
+			t.Logf("service log:\n%s", logs.String())
 		}
 	})
 	env := append(os.Environ(), "TMPDIR="+agentDir)
