@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
-	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -141,32 +140,8 @@ func (h *Handler) logTail(id mixmaster.JobID, limit int64) (string, error) {
 		return "", err
 	}
 	defer f.Close()
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return "", err
-	}
-	// When cutting, read one byte more: the cut is clean if it is a newline.
-	start, n := int64(0), limit
-	if size > limit {
-		start, n = size-limit-1, limit+1
-	}
-	if _, err := f.Seek(start, io.SeekStart); err != nil {
-		return "", err
-	}
-	// The log may grow while it is read; the limit holds anyway.
-	b, err := io.ReadAll(io.LimitReader(f, n))
-	if err != nil {
-		return "", err
-	}
-	if size > limit {
-		// Drop the line the cut went through.
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			b = b[i+1:]
-		} else {
-			b = nil
-		}
-	}
-	return string(b), nil
+	_, b, err := mixmaster.TailLines(f, limit)
+	return string(b), err
 }
 
 // stderrText returns the text of the log lines marked "!" (the command's

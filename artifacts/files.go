@@ -121,38 +121,9 @@ func (f *Files) Tail(id mixmaster.JobID, n int64) ([]byte, error) {
 		return nil, err
 	}
 	defer r.Close()
-	return tail(r, n)
-}
-
-// tail reads the last n bytes of r, dropping the leading partial line.
-func tail(r io.ReadSeeker, n int64) ([]byte, error) {
-	size, err := r.Seek(0, io.SeekEnd)
+	_, text, err := mixmaster.TailLines(r, n)
 	if err != nil {
 		return nil, fmt.Errorf("tail log: %w", err)
 	}
-	if n < 0 {
-		n = 0
-	}
-	start := max(size-n, 0)
-	// Read one byte before start as well: if it ends a line, the first
-	// line read is whole and must be kept.
-	from := max(start-1, 0)
-	if _, err := r.Seek(from, io.SeekStart); err != nil {
-		return nil, fmt.Errorf("tail log: %w", err)
-	}
-	buf := make([]byte, size-from)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, fmt.Errorf("tail log: %w", err)
-	}
-	if start == 0 {
-		return buf, nil
-	}
-	// buf[0] is the byte before start. Skip up to and including the first
-	// newline; a newline at buf[0] means start is already a line start.
-	for i, c := range buf {
-		if c == '\n' {
-			return buf[i+1:], nil
-		}
-	}
-	return nil, nil
+	return text, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -539,18 +538,13 @@ func (r *Runner) appendStatus(id mixmaster.JobID, format string, args ...any) {
 	log.Close()
 }
 
-// logTail returns up to n bytes from the end of a job's log.
+// logTail returns up to n bytes from the end of a job's log, whole lines.
 func (r *Runner) logTail(id mixmaster.JobID, n int64) string {
 	f, err := r.Logs.Open(id)
 	if err != nil {
 		return ""
 	}
 	defer f.Close()
-	if end, err := f.Seek(0, io.SeekEnd); err == nil && end > n {
-		f.Seek(end-n, io.SeekStart)
-	} else {
-		f.Seek(0, io.SeekStart)
-	}
-	b, _ := io.ReadAll(f)
+	_, b, _ := mixmaster.TailLines(f, n)
 	return string(b)
 }

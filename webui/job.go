@@ -155,40 +155,16 @@ func (h *Handler) readLog(job *mixmaster.Job) (logView, error) {
 	return lv, nil
 }
 
-// tail reads the last (at most) n bytes of r as whole lines: it starts
-// after a newline and, unless whole is set (the log is complete), stops
-// after the last newline read, so a line still being written is left to
-// the live stream. It returns the offset of the first byte.
+// tail reads the last (at most) n bytes of r as whole lines and, unless
+// whole is set (the log is complete), stops after the last newline read,
+// so a line still being written is left to the live stream. It returns
+// the offset of the first byte.
 func tail(r io.ReadSeeker, n int64, whole bool) (int64, []byte, error) {
-	size, err := r.Seek(0, io.SeekEnd)
-	if err != nil {
-		return 0, nil, err
+	off, b, err := mixmaster.TailLines(r, n)
+	if err != nil || whole {
+		return off, b, err
 	}
-	start := max(size-n, 0)
-	// One byte before start says whether start begins a line.
-	from := max(start-1, 0)
-	if _, err := r.Seek(from, io.SeekStart); err != nil {
-		return 0, nil, err
-	}
-	// The log may grow while it is read; what lies past size waits for
-	// the stream.
-	b, err := io.ReadAll(io.LimitReader(r, size-from))
-	if err != nil {
-		return 0, nil, err
-	}
-	off := from
-	if start > 0 {
-		i := bytes.IndexByte(b, '\n')
-		if i < 0 {
-			// No line ends in the tail: start the stream at its end.
-			return from + int64(len(b)), nil, nil
-		}
-		b, off = b[i+1:], from+int64(i+1)
-	}
-	if !whole {
-		b = b[:bytes.LastIndexByte(b, '\n')+1]
-	}
-	return off, b, nil
+	return off, b[:bytes.LastIndexByte(b, '\n')+1], nil
 }
 
 // parseLine splits a log line into its time stamp, mark and text.
