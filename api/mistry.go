@@ -8,7 +8,6 @@ import (
 	"html/template"
 	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -391,12 +390,7 @@ func (h *Handler) jobFromPath(c echo.Context, prefix string) (*mixmaster.Job, er
 }
 
 // jobPath is the address of a job's page relative to the server root, as
-// mistry's BuildInfo.URL gives it. Each segment of the project is escaped
-// on its own so that owner/name keeps its slash.
+// mistry's BuildInfo.URL gives it.
 func jobPath(project string, id mixmaster.JobID) string {
-	segs := strings.Split(project, "/")
-	for i, s := range segs {
-		segs[i] = url.PathEscape(s)
-	}
-	return "job/" + strings.Join(segs, "/") + "/" + id.String()
+	return strings.TrimPrefix(mixmaster.JobPath(project, id), "/")
 }

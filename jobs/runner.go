@@ -475,7 +475,7 @@ func settle(dir string, limit int64) error {
 		return f.Sync()
 	})
 	if errors.Is(err, errTooBig) {
-		return fmt.Errorf("the job kept more than %s of artifacts: %w", humanBytes(limit), errTooBig)
+		return fmt.Errorf("the job kept more than %s of artifacts: %w", mixmaster.FormatSize(limit), errTooBig)
 	}
 	if err != nil {
 		return fmt.Errorf("keep artifacts: %w", err)

@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,7 +62,7 @@ func (s *Service) Submit(ctx context.Context, r mixmaster.Request) (*mixmaster.J
 func (s *Service) checkBacklog(ctx context.Context) error {
 	if s.MinFree > 0 && s.Root != "" {
 		if free, err := freeBytes(s.Root); err == nil && free < s.MinFree {
-			return mixmaster.Errorf(mixmaster.EUNAVAILABLE, "only %s free on the build root's disk (at least %s needed); builds resume when space is freed", humanBytes(free), humanBytes(s.MinFree))
+			return mixmaster.Errorf(mixmaster.EUNAVAILABLE, "only %s free on the build root's disk (at least %s needed); builds resume when space is freed", mixmaster.FormatSize(free), mixmaster.FormatSize(s.MinFree))
 		}
 	}
 	if s.Backlog <= 0 {
@@ -156,18 +155,4 @@ func freeBytes(dir string) (int64, error) {
 		return 0, err
 	}
 	return int64(st.Bavail) * int64(st.Bsize), nil
-}
-
-// humanBytes renders a size for a message.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

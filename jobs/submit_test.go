@@ -136,10 +136,10 @@ func TestSubmitRefusedWhenDiskIsFull(t *testing.T) {
 	}
 }
 
-func TestHumanBytes(t *testing.T) {
+func TestFormatSize(t *testing.T) {
 	for n, want := range map[int64]string{512: "512 B", 2048: "2.0 KiB", 3 << 30: "3.0 GiB"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		if got := mixmaster.FormatSize(n); got != want {
+			t.Errorf("mixmaster.FormatSize(%d) = %q, want %q", n, got, want)
 		}
 	}
 }

@@ -146,7 +146,7 @@ func (h *Handler) readLog(job *mixmaster.Job) (logView, error) {
 		lv.Size = size
 	}
 	lv.Truncated = start > 0
-	lv.SizeText, lv.TailText = formatBytes(lv.Size), formatBytes(lv.End-lv.Start)
+	lv.SizeText, lv.TailText = mixmaster.FormatSize(lv.Size), mixmaster.FormatSize(lv.End-lv.Start)
 	lv.Stream += "?offset=" + strconv.FormatInt(lv.End, 10)
 	lv.Lines = make([]logLine, 0, bytes.Count(text, []byte{'\n'}))
 	for line := range bytes.Lines(text) {
@@ -244,7 +244,7 @@ func readArtifacts(dir string, id mixmaster.JobID) (*artifactTree, error) {
 			if err != nil {
 				return err
 			}
-			e.Size = formatBytes(info.Size())
+			e.Size = mixmaster.FormatSize(info.Size())
 			e.URL = base + "?" + url.Values{"path": {p}}.Encode()
 		default:
 			return nil // sockets, devices: nothing to show

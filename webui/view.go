@@ -84,7 +84,7 @@ func pathSegments(project string) string {
 
 // jobURL is the page of a job, the address the mistry client prints.
 func jobURL(project string, id mixmaster.JobID) string {
-	return "/job/" + pathSegments(project) + "/" + id.String()
+	return mixmaster.JobPath(project, id)
 }
 
 func projectURL(project string) string {
@@ -132,18 +132,4 @@ func formatDuration(d time.Duration) string {
 		return fmt.Sprintf("%dm %02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
 	}
 	return fmt.Sprintf("%dh %02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
-}
-
-// formatBytes writes n in binary units.
-func formatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64) + " " + "KMGTPE"[exp:exp+1] + "iB"
 }
