@@ -32,6 +32,10 @@ type Request struct {
 	Message       string
 	Notify        bool
 	DeliveryID    string
+	// Signed says the delivery carried a valid signature made with the
+	// project's secret: only then may its RepositoryURL be cloned with the
+	// service's deploy key.
+	Signed bool
 }
 
 // ArtifactRequest is a cached-artifact build request (mistry's POST /jobs).
