@@ -250,14 +250,15 @@ func TestCancelRemovesContainer(t *testing.T) {
 	const id = 1005
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	done := make(chan result, 1)
-	go func() { done <- run(ctx, t, e, mixmaster.ExecSpec{JobID: id, Command: "sleep 1000"}) }()
-	waitForContainer(t, e.Client, id)
-	time.Sleep(500 * time.Millisecond) // let it start
-	cancel()
-	r := <-done
-	if !errors.Is(r.err, context.Canceled) || r.code != -1 {
-		t.Fatalf("got (%d, %v), want (-1, canceled)", r.code, r.err)
+	// Canceled once the command runs: its first line says so.
+	stdout := &cancelOn{text: "started\n", cancel: cancel}
+	var stderr bytes.Buffer
+	code, err := e.Run(ctx, mixmaster.ExecSpec{JobID: id, Command: "echo started; sleep 1000"}, stdout, &stderr)
+	if !errors.Is(err, context.Canceled) || code != -1 {
+		t.Fatalf("got (%d, %v), want (-1, canceled); stderr %q", code, err, stderr.String())
+	}
+	if stdout.seen.IsZero() {
+		t.Fatalf("canceled before the command ran; stdout %q", stdout.buf.String())
 	}
 	assertNoContainer(t, e.Client, id)
 }
