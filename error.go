@@ -8,15 +8,18 @@ import (
 
 // Error codes. Each maps to exactly one HTTP status (HTTPStatus).
 const (
-	EINVALID       = "invalid"       // malformed request: 400
-	EUNAUTHORIZED  = "unauthorized"  // missing or wrong credentials: 401
-	EFORBIDDEN     = "forbidden"     // known caller, not allowed: 403
-	ENOTFOUND      = "not_found"     // 404
-	ECONFLICT      = "conflict"      // state does not allow it: 409
-	ETOOLARGE      = "too_large"     // body over the limit: 413
-	EUNPROCESSABLE = "unprocessable" // well-formed but nothing is set up for it: 422
-	EUNAVAILABLE   = "unavailable"   // backlog full, disk full, shutting down: 503
-	EINTERNAL      = "internal"      // our fault: 500
+	EINVALID       = "invalid"                // malformed request: 400
+	EUNAUTHORIZED  = "unauthorized"           // missing or wrong credentials: 401
+	EFORBIDDEN     = "forbidden"              // known caller, not allowed: 403
+	ENOTFOUND      = "not_found"              // 404
+	ETIMEOUT       = "timeout"                // the request did not arrive in time: 408
+	ECONFLICT      = "conflict"               // state does not allow it: 409
+	ETOOLARGE      = "too_large"              // body over the limit: 413
+	EUNSUPPORTED   = "unsupported_media_type" // a body type not accepted here: 415
+	ETOOMANY       = "too_many"               // too many attempts; wait and retry: 429
+	EUNPROCESSABLE = "unprocessable"          // well-formed but nothing is set up for it: 422
+	EUNAVAILABLE   = "unavailable"            // backlog full, disk full, shutting down: 503
+	EINTERNAL      = "internal"               // our fault: 500
 )
 
 // Error is an error a user should see: a code and a message meant for them.
@@ -66,8 +69,11 @@ var statusOf = map[string]int{
 	EUNAUTHORIZED:  http.StatusUnauthorized,
 	EFORBIDDEN:     http.StatusForbidden,
 	ENOTFOUND:      http.StatusNotFound,
+	ETIMEOUT:       http.StatusRequestTimeout,
 	ECONFLICT:      http.StatusConflict,
 	ETOOLARGE:      http.StatusRequestEntityTooLarge,
+	EUNSUPPORTED:   http.StatusUnsupportedMediaType,
+	ETOOMANY:       http.StatusTooManyRequests,
 	EUNPROCESSABLE: http.StatusUnprocessableEntity,
 	EUNAVAILABLE:   http.StatusServiceUnavailable,
 	EINTERNAL:      http.StatusInternalServerError,

@@ -96,15 +96,26 @@ type Canceler interface {
 type CheckoutSpec struct {
 	URL string // clone URL, already validated
 	Ref string // a full SHA, or a branch name when no commit was given
-	Dir string // the workspace; created when missing, kept between builds
-	Env []string
+	// Branch, when set, is the branch Ref must be on: its tip or an
+	// ancestor of it. A commit built for a target is on that target.
+	Branch string
+	Dir    string // the workspace; created when missing, kept between builds
+	Env    []string
+}
+
+// CheckoutLog is where an SCM says what it does: each command it runs
+// ("$") and what those print, with its own notes ("#"), so that a job's
+// log tells the service's lines from the build's. A Log is one.
+type CheckoutLog interface {
+	Status(format string, args ...any)
+	Command(cmd string)
 }
 
 // SCM fetches repositories and checks out commits.
 type SCM interface {
 	// Checkout makes spec.Dir a clean checkout of spec.Ref and returns the
-	// full commit SHA. Progress goes to log.
-	Checkout(ctx context.Context, spec CheckoutSpec, log io.Writer) (commit string, err error)
+	// full commit SHA. Progress goes to log; nil discards it.
+	Checkout(ctx context.Context, spec CheckoutSpec, log CheckoutLog) (commit string, err error)
 }
 
 // ExecSpec is one command to run for a job.
