@@ -3,9 +3,11 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 
 	"mixmaster"
+	"mixmaster/store"
 )
 
 // BenchmarkCreateJob measures durable CreateJob commits, the rate at which
@@ -43,37 +45,10 @@ func BenchmarkCreateJob(b *testing.B) {
 // jobsFixture is the size of the store BenchmarkJobsPage lists from.
 const jobsFixture = 100_000
 
-// BenchmarkJobsPage lists one page from a store of 100 000 jobs in 20
-// projects: mostly succeeded, one in ten failed, one in a thousand errored,
-// and a few running and queued at the end.
+// BenchmarkJobsPage lists one page from the fixture's store.
 func BenchmarkJobsPage(b *testing.B) {
 	db := MustOpen(b)
-	const batch = 10_000
-	for start := 0; start < jobsFixture; start += batch {
-		jobs := make([]*mixmaster.Job, batch)
-		for i := range jobs {
-			n := start + i
-			job := webhookJob(fmt.Sprintf("owner/repo%02d", n%20))
-			job.Message = "Merge pull request #1234 from someone/some-branch"
-			job.ExitCode = intp(0)
-			switch {
-			case n >= jobsFixture-20:
-				job.Status, job.ExitCode = mixmaster.StatusQueued, nil
-			case n >= jobsFixture-25:
-				job.Status, job.ExitCode = mixmaster.StatusRunning, nil
-			case n%1000 == 7:
-				job.Status, job.Error = mixmaster.StatusErrored, "checkout: exit status 128"
-			case n%10 == 3:
-				job.Status, job.ExitCode = mixmaster.StatusFailed, intp(2)
-			default:
-				job.Status = mixmaster.StatusSucceeded
-			}
-			jobs[i] = job
-		}
-		if err := db.ImportForTest(jobs); err != nil {
-			b.Fatal(err)
-		}
-	}
+	importFixture(b, db)
 
 	ctx := context.Background()
 	mid := mixmaster.JobID(jobsFixture / 2)
@@ -106,5 +81,57 @@ func BenchmarkJobsPage(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// importFixture fills db with 100 000 jobs in 20 projects: mostly
+// succeeded, one in ten failed, one in a thousand errored, and a few
+// running and queued at the end.
+func importFixture(b *testing.B, db *store.DB) {
+	b.Helper()
+	const batch = 10_000
+	for start := 0; start < jobsFixture; start += batch {
+		jobs := make([]*mixmaster.Job, batch)
+		for i := range jobs {
+			n := start + i
+			job := webhookJob(fmt.Sprintf("owner/repo%02d", n%20))
+			job.Message = "Merge pull request #1234 from someone/some-branch"
+			job.ExitCode = intp(0)
+			switch {
+			case n >= jobsFixture-20:
+				job.Status, job.ExitCode = mixmaster.StatusQueued, nil
+			case n >= jobsFixture-25:
+				job.Status, job.ExitCode = mixmaster.StatusRunning, nil
+			case n%1000 == 7:
+				job.Status, job.Error = mixmaster.StatusErrored, "checkout: exit status 128"
+			case n%10 == 3:
+				job.Status, job.ExitCode = mixmaster.StatusFailed, intp(2)
+			default:
+				job.Status = mixmaster.StatusSucceeded
+			}
+			jobs[i] = job
+		}
+		if err := db.ImportForTest(jobs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkOpen opens the fixture's store, about 90 MB: Open reads the
+// whole file once to check it before serving.
+func BenchmarkOpen(b *testing.B) {
+	db := MustOpen(b)
+	importFixture(b, db)
+	path := db.Path()
+	db.Close()
+	if fi, err := os.Stat(path); err == nil {
+		b.SetBytes(fi.Size())
+	}
+	for b.Loop() {
+		db, err := store.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		db.Close()
 	}
 }

@@ -37,6 +37,16 @@
 // whose version is newer than SchemaVersion, so an old binary never
 // misreads a new file.
 //
+// Open reads the whole file once before the store is used: bbolt trusts
+// its pages, and a file cut short or overwritten would make it panic, or
+// fault on a page the file does not hold, at some later read. Such a file
+// is refused with an error wrapping ErrDamaged, one line naming the file
+// and how to restore a backup. One damaged header page is not damage:
+// bbolt keeps two so that a torn write of one is survived, and the first
+// commit writes it afresh. A new file is made whole under a temporary
+// name and linked into place, so an empty file is never a store still
+// being created, and is refused too.
+//
 // bbolt allows one writer at a time and takes an exclusive lock on the file,
 // so only one process can have the store open; Open fails after
 // Options.Timeout with ErrLocked instead of waiting forever.

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
 	"mixmaster"
 )
@@ -81,8 +82,11 @@ var _ mixmaster.JobStore = (*DB)(nil)
 // Open opens or creates the store at path with mode 0600, creates missing
 // buckets and checks the schema version, upgrading older files. If several
 // Options are given the last one is used. Open returns an error wrapping
-// ErrLocked when another process has the file open, and an error when the
-// file was written by a newer schema.
+// ErrLocked when another process has the file open, an error wrapping
+// ErrDamaged, one line saying how to restore a backup, when the file is
+// not a sound database (an empty file included: a new one is created
+// whole under another name first, so a crash never leaves one), and an
+// error when the file was written by a newer schema.
 func Open(path string, opts ...Options) (*DB, error) {
 	var o Options
 	if len(opts) > 0 {
@@ -91,20 +95,47 @@ func Open(path string, opts ...Options) (*DB, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
 	}
-	// NoSync stays false: every commit must reach the disk before a
-	// webhook is acknowledged.
-	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.Timeout})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = create(path); err == nil {
+			fi, err = os.Stat(path)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	bdb.MaxBatchDelay = batchDelay
-	if err := bdb.Update(initSchema); err != nil {
-		bdb.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
+	if fi.Size() == 0 {
+		return nil, damaged(path, "the file is empty")
 	}
+	if err := check(path, fi.Size(), o.Timeout); err != nil {
+		return nil, err
+	}
+	var bdb *bolt.DB
+	err = guard(path, func() error {
+		// NoSync stays false: every commit must reach the disk before a
+		// webhook is acknowledged.
+		b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.Timeout})
+		if err != nil {
+			return openErr(path, err)
+		}
+		defer func() {
+			if bdb == nil {
+				b.Close() // initSchema failed or panicked
+			}
+		}()
+		if err := b.Update(initSchema); err != nil {
+			return fmt.Errorf("open %s: %w", path, err)
+		}
+		if err := consistent(path, b); err != nil {
+			return err
+		}
+		bdb = b
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	bdb.MaxBatchDelay = batchDelay
 	return &DB{
 		Now:    time.Now,
 		path:   path,

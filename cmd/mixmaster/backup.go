@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	bolt "go.etcd.io/bbolt"
 
 	"mixmaster/store"
 )
@@ -26,28 +25,43 @@ const backupLockTimeout = 500 * time.Millisecond
 // message.
 const maxBackupErrorBody = 64 << 10
 
-type backupOptions struct {
-	config string
+// serviceClient reaches the running service for what only it can read
+// while it holds the database.
+type serviceClient struct {
 	server string
 	token  string
+}
+
+// newServiceClient is the service at $MIXMASTER_URL (default
+// http://127.0.0.1:8585) with $MIXMASTER_TOKEN as its bearer token.
+func newServiceClient() serviceClient {
+	c := serviceClient{server: os.Getenv("MIXMASTER_URL"), token: os.Getenv("MIXMASTER_TOKEN")}
+	if c.server == "" {
+		c.server = "http://127.0.0.1:8585"
+	}
+	return c
+}
+
+type backupOptions struct {
+	serviceClient
+	config string
 	force  bool
 }
 
 func newBackupCmd() *cobra.Command {
-	o := backupOptions{server: os.Getenv("MIXMASTER_URL"), token: os.Getenv("MIXMASTER_TOKEN")}
-	if o.server == "" {
-		o.server = "http://127.0.0.1:8585"
-	}
+	o := backupOptions{serviceClient: newServiceClient()}
 	cmd := &cobra.Command{
 		Use:   "backup FILE",
 		Short: "Copy the job database to FILE, consistently, even while the service runs",
 		Long: `Copy the job database (<buildRoot>/mixmaster.db) to FILE.
 
 When the service is not running, the database is read directly. When the
-service holds it, the copy is asked from the service at --server (default
-$MIXMASTER_URL, else http://127.0.0.1:8585) with GET /api/v1/backup, sending
-$MIXMASTER_TOKEN as a bearer token. Either way the copy is one consistent
-snapshot; FILE appears complete or not at all, with mode 0600.
+service holds it, or there is no config to find it by, the copy is asked
+from the service at --server (default $MIXMASTER_URL, else
+http://127.0.0.1:8585) with GET /api/v1/backup, sending $MIXMASTER_TOKEN as
+a bearer token. Either way the copy is one consistent snapshot; FILE
+appears complete or not at all, with mode 0600, and its folder is created
+when missing.
 
 To restore: stop the service, copy FILE over <buildRoot>/mixmaster.db, and
 start it again.`,
@@ -73,20 +87,31 @@ func runBackup(ctx context.Context, o backupOptions, file string, stdout io.Writ
 			return err
 		}
 	}
-	cfg, err := LoadConfig(configPath(o.config))
-	if err != nil {
+	fromServer := func(w io.Writer) (int64, error) { return o.backup(ctx, w) }
+	source, fill := o.server, fromServer
+	path := configPath(o.config)
+	cfg, err := LoadConfig(path)
+	switch {
+	case err == nil:
+		dbPath := filepath.Join(cfg.BuildRoot, "mixmaster.db")
+		source, fill = dbPath, func(w io.Writer) (int64, error) { return backupFile(dbPath, w) }
+	case errors.Is(err, fs.ErrNotExist) && o.config == "" && os.Getenv("MIXMASTER_CONFIG") == "":
+		// Nothing says where the database is, but a service may run,
+		// such as make run's demo: ask it.
+		fill = func(w io.Writer) (int64, error) {
+			n, err := fromServer(w)
+			if err != nil {
+				err = fmt.Errorf("no config at %s, so the service was asked: %w", path, err)
+			}
+			return n, err
+		}
+	default:
 		return err
 	}
-	dbPath := filepath.Join(cfg.BuildRoot, "mixmaster.db")
-	source := dbPath
-	n, err := writeBackup(file, o.force, func(w io.Writer) (int64, error) {
-		return backupFile(dbPath, w)
-	})
+	n, err := writeBackup(file, o.force, fill)
 	if errors.Is(err, store.ErrLocked) {
 		source = o.server
-		n, err = writeBackup(file, o.force, func(w io.Writer) (int64, error) {
-			return o.backupServer(ctx, w)
-		})
+		n, err = writeBackup(file, o.force, fromServer)
 	}
 	if err != nil {
 		return err
@@ -114,9 +139,9 @@ func backupFile(path string, w io.Writer) (int64, error) {
 	return n, err
 }
 
-// backupServer asks the running service for the copy: bbolt's lock keeps
-// every other process out of the file while the service runs.
-func (o backupOptions) backupServer(ctx context.Context, w io.Writer) (int64, error) {
+// backup asks the running service for a copy of the database: bbolt's
+// lock keeps every other process out of the file while the service runs.
+func (o serviceClient) backup(ctx context.Context, w io.Writer) (int64, error) {
 	u, err := url.Parse(o.server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return 0, fmt.Errorf("the database is in use and --server %q is not an http or https URL", o.server)
@@ -157,8 +182,12 @@ func (o backupOptions) backupServer(ctx context.Context, w io.Writer) (int64, er
 // checked and then linked (or, with force, renamed) into place.
 func writeBackup(file string, force bool, fill func(io.Writer) (int64, error)) (n int64, err error) {
 	dir := filepath.Dir(file)
-	// CreateTemp makes the file 0600: the database holds every job's
-	// commands and params, not for everyone to read.
+	// The copy, and so its folder, is not for everyone to read: the
+	// database holds every job's commands and params. CreateTemp makes
+	// the file 0600.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, err
+	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".*.tmp")
 	if err != nil {
 		return 0, err
@@ -203,26 +232,11 @@ func writeBackup(file string, force bool, fill func(io.Writer) (int64, error)) (
 	return n, nil
 }
 
-// checkBackup opens the copy read-only and checks its pages, so a
-// truncated download or an error page is never taken for a backup.
+// checkBackup checks the copy as the store checks its file at start, so
+// a truncated download or an error page is never taken for a backup.
 func checkBackup(path string) error {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if err != nil {
+	if err := store.Verify(path); err != nil {
 		return fmt.Errorf("the copy is not a valid database: %w", err)
 	}
-	defer db.Close()
-	return db.View(func(tx *bolt.Tx) error {
-		if tx.Bucket([]byte("meta")) == nil {
-			return errors.New("the copy is not a mixmaster database")
-		}
-		// Drain the channel: the check runs until it is closed, and must
-		// end before the transaction does.
-		var first error
-		for err := range tx.Check() {
-			if first == nil {
-				first = fmt.Errorf("the copy is damaged: %w", err)
-			}
-		}
-		return first
-	})
+	return nil
 }

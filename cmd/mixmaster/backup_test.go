@@ -223,3 +223,39 @@ func TestBackupOfRunningService(t *testing.T) {
 		t.Fatalf("job in the copy: %+v, %v", j, err)
 	}
 }
+
+// TestBackupWithoutConfig asks the running service when no config says
+// where the database is, as right after make run, and makes the target's
+// folder.
+func TestBackupWithoutConfig(t *testing.T) {
+	repo := newTestRepo(t)
+	s := startServer(t, "[_]\nbuildRoot = @ROOT@\n\n[test-org/test-repo]\n.repository = "+repo.Dir+"\nproduction = true\n")
+	a := s.submit(t, map[string]any{"project": "test-org/test-repo", "target": "production"})
+	s.wait(t, a.ID)
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("XDG_CONFIG_HOME", "")
+	t.Setenv("MIXMASTER_CONFIG", "")
+	t.Setenv("MIXMASTER_URL", s.URL)
+	out := filepath.Join(os.Getenv("HOME"), "backups", "daily", "copy.db")
+	if code, text := runCmd(t, "backup", out); code != 0 {
+		t.Fatalf("backup: %d %s", code, text)
+	}
+	db, err := store.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if j, err := db.Job(t.Context(), a.ID); err != nil || j.Status != mixmaster.StatusSucceeded {
+		t.Fatalf("job in the copy: %+v, %v", j, err)
+	}
+	if fi, err := os.Stat(filepath.Dir(out)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the new folder: %v, %v; want mode 700", fi, err)
+	}
+
+	// Without a config or a service, it says both.
+	t.Setenv("MIXMASTER_URL", "http://127.0.0.1:1")
+	code, text := runCmd(t, "backup", filepath.Join(t.TempDir(), "x.db"))
+	if code != 1 || !strings.Contains(text, "no config at") || !strings.Contains(text, "asking the service failed") {
+		t.Errorf("backup with neither: exit %d: %s", code, text)
+	}
+}
