@@ -100,6 +100,7 @@ func TestUnitsOptions(t *testing.T) {
 			"Service/ExecStart=%h/bin/mixmaster serve --config %h/.config/mixmaster.ini",
 			"Service/Restart=on-failure",
 			"Service/KillMode=mixed",
+			"Service/Delegate=yes",
 			"Service/TimeoutStopSec=60",
 			"Service/NoNewPrivileges=yes",
 			"Unit/Requires=mixmaster.socket",

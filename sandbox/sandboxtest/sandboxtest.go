@@ -27,15 +27,34 @@ const stopSlack = 3 * time.Second
 // safetyTimeout keeps a broken executor from hanging the suite.
 const safetyTimeout = time.Minute
 
+// Option changes what RunExecutorTests expects of the executors.
+type Option func(*options)
+
+type options struct {
+	merged bool
+}
+
+// MergedOutput is for executors that give the command one pipe for its
+// standard output and standard error, so that its lines keep the order it
+// wrote them in: all output is then expected on the stdout writer, and
+// nothing on stderr.
+func MergedOutput() Option {
+	return func(o *options) { o.merged = true }
+}
+
 // RunExecutorTests checks that the executors made by newExec honour the
-// mixmaster.Executor contract: exit codes, separate output streams,
-// environment, working directory, timeout, cancellation, clean-up of
-// background children and large output. newExec is called once per
-// subtest; an executor that needs more than ExecSpec gives (an image, say)
-// must be configured with defaults by newExec. spec.Dir is a host
-// directory from t.TempDir that the command must see as its working
-// directory. The subtests run in parallel.
-func RunExecutorTests(t *testing.T, newExec func(t *testing.T) mixmaster.Executor) {
+// mixmaster.Executor contract: exit codes, output streams (separate, or
+// merged in order with MergedOutput), environment, working directory,
+// timeout, cancellation, clean-up of background children and large output.
+// newExec is called once per subtest; an executor that needs more than
+// ExecSpec gives (an image, say) must be configured with defaults by
+// newExec. spec.Dir is a host directory from t.TempDir that the command must
+// see as its working directory. The subtests run in parallel.
+func RunExecutorTests(t *testing.T, newExec func(t *testing.T) mixmaster.Executor, opts ...Option) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	t.Run("ExitCodes", func(t *testing.T) {
 		t.Parallel()
 		for _, want := range []int{0, 1, 77} {
@@ -53,8 +72,34 @@ func RunExecutorTests(t *testing.T, newExec func(t *testing.T) mixmaster.Executo
 		t.Parallel()
 		r := run(t, newExec(t), spec(t, "echo out; echo err >&2; echo out2"))
 		r.ok(t)
-		if r.stdout != "out\nout2\n" || r.stderr != "err\n" {
-			t.Fatalf("stdout %q, stderr %q; want %q, %q", r.stdout, r.stderr, "out\nout2\n", "err\n")
+		wantOut, wantErr := "out\nout2\n", "err\n"
+		if o.merged {
+			wantOut, wantErr = "out\nerr\nout2\n", ""
+		}
+		if r.stdout != wantOut || r.stderr != wantErr {
+			t.Fatalf("stdout %q, stderr %q; want %q, %q", r.stdout, r.stderr, wantOut, wantErr)
+		}
+	})
+
+	t.Run("Order", func(t *testing.T) {
+		t.Parallel()
+		// Lines alternate between the streams; each stream keeps its own
+		// order, and merged output keeps the order across both.
+		const n = 20
+		var wantOut, wantErr, wantMerged strings.Builder
+		for i := range n {
+			fmt.Fprintf(&wantOut, "out%d\n", i)
+			fmt.Fprintf(&wantErr, "err%d\n", i)
+			fmt.Fprintf(&wantMerged, "out%d\nerr%d\n", i, i)
+		}
+		r := run(t, newExec(t), spec(t, fmt.Sprintf(`i=0; while [ $i -lt %d ]; do echo out$i; echo err$i >&2; i=$((i+1)); done`, n)))
+		r.ok(t)
+		want := [2]string{wantOut.String(), wantErr.String()}
+		if o.merged {
+			want = [2]string{wantMerged.String(), ""}
+		}
+		if r.stdout != want[0] || r.stderr != want[1] {
+			t.Fatalf("stdout %q, stderr %q; want %q, %q", r.stdout, r.stderr, want[0], want[1])
 		}
 	})
 
@@ -216,18 +261,25 @@ func RunExecutorTests(t *testing.T, newExec func(t *testing.T) mixmaster.Executo
 		// that a lost or reordered chunk shows.
 		const lines = 16384
 		pad := strings.Repeat("x", 56)
-		var want strings.Builder
+		var each strings.Builder
 		for i := range lines {
-			fmt.Fprintf(&want, "%06d %s\n", i, pad)
+			fmt.Fprintf(&each, "%06d %s\n", i, pad)
+			if o.merged {
+				fmt.Fprintf(&each, "%06d %s\n", i, pad)
+			}
+		}
+		wantOut, wantErr := each.String(), each.String()
+		if o.merged {
+			wantErr = ""
 		}
 		s := spec(t, fmt.Sprintf(`i=0; while [ $i -lt %d ]; do printf '%%06d %%s\n' $i %s; printf '%%06d %%s\n' $i %s >&2; i=$((i+1)); done`, lines, pad, pad))
 		r := run(t, newExec(t), s)
 		r.ok(t)
-		if r.stdout != want.String() {
-			t.Errorf("stdout: got %d bytes, want %d bytes; differs at byte %d", len(r.stdout), want.Len(), firstDiff(r.stdout, want.String()))
+		if r.stdout != wantOut {
+			t.Errorf("stdout: got %d bytes, want %d bytes; differs at byte %d", len(r.stdout), len(wantOut), firstDiff(r.stdout, wantOut))
 		}
-		if r.stderr != want.String() {
-			t.Errorf("stderr: got %d bytes, want %d bytes; differs at byte %d", len(r.stderr), want.Len(), firstDiff(r.stderr, want.String()))
+		if r.stderr != wantErr {
+			t.Errorf("stderr: got %d bytes, want %d bytes; differs at byte %d", len(r.stderr), len(wantErr), firstDiff(r.stderr, wantErr))
 		}
 	})
 }

@@ -1,6 +1,8 @@
 // Package shell runs build commands on the host with /bin/sh, each in its
 // own process group and with a minimal environment, and makes sure nothing
-// the command started is still running when Run returns.
+// the command started is still running when Run returns: under a child
+// subreaper (ReaperMain) when the executor has one, and in a cgroup of its
+// own when the service may create one (DetectCgroup).
 package shell
 
 import (
@@ -10,8 +12,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -23,10 +24,15 @@ import (
 // SIGKILL when Executor.KillGrace is zero.
 const DefaultKillGrace = 5 * time.Second
 
-// drainTimeout bounds how long Run keeps reading output once the process
-// group is gone. Only a process that left the group (setsid, setpgid) can
-// still hold the pipes then, and it must not keep Run waiting forever.
+// drainTimeout bounds how long Run keeps reading output once the command
+// has ended. Without a reaper or a cgroup, a process that left the group
+// (setsid, setpgid) can still hold the pipe then, and it must not keep Run
+// waiting forever.
 const drainTimeout = 2 * time.Second
+
+// reaperSlack is how long past the grace period Run gives the reaper to
+// kill the command and its descendants before killing the reaper itself.
+const reaperSlack = 5 * time.Second
 
 // pollInterval is how often Run checks whether a signalled group is empty.
 const pollInterval = 20 * time.Millisecond
@@ -43,8 +49,9 @@ const defaultPath = "/usr/local/bin:/usr/bin:/bin"
 // When the shell exits on its own, whatever it left behind in its group
 // (background children) gets the same treatment, so nothing of the job keeps
 // running after Run returns. Processes that move to another process group
-// or session escape this; the systemd cgroup and start-up cleanup cover
-// those.
+// or session escape the group; with Reaper set they are still the
+// reaper's descendants and get the same treatment, and with Cgroup set
+// whatever is left in the job's cgroup is killed at the end.
 type Executor struct {
 	// BaseEnv replaces the environment that ExecSpec.Env is added to. Nil
 	// means MinimalEnv(); an empty, non-nil slice means no base at all.
@@ -55,6 +62,16 @@ type Executor struct {
 	// DryRun makes Run print the command it would run instead of running
 	// it, like the original's mode=dryrun.
 	DryRun bool
+	// Reaper is the argv prefix that runs ReaperMain, for example the
+	// service's own binary and its hidden reap command. Each command then
+	// runs under that child subreaper. Empty means only the process group
+	// is cleaned up.
+	Reaper []string
+	// Cgroup is a cgroup v2 directory the service may create children in,
+	// as DetectCgroup finds it. Each command then runs in a child cgroup of
+	// its own, killed and removed when the command ends. Empty means no
+	// cgroups.
+	Cgroup string
 }
 
 var _ mixmaster.Executor = (*Executor)(nil)
@@ -83,8 +100,10 @@ func MinimalEnv() []string {
 var errTimedOut = errors.New("timed out")
 
 // Run runs spec.Command with /bin/sh -c in spec.Dir and copies its output
-// to stdout and stderr. The two writers may be the same: writes to them are
-// serialized, never concurrent.
+// to stdout. The command's standard output and standard error are one pipe,
+// so its lines reach stdout in the order it wrote them; stderr is not used.
+// Two pipes read apart cannot keep that order, and a build log in the wrong
+// order misleads more than one whose error lines are not marked as such.
 //
 // A command that runs to completion returns its exit status and a nil
 // error; a command killed by a signal it did not get from Run reports 128
@@ -92,9 +111,12 @@ var errTimedOut = errors.New("timed out")
 // returns -1 and an error: one wrapping context.DeadlineExceeded that says
 // "timed out after <timeout>" when spec.Timeout passed, or one wrapping
 // ctx.Err() (and the cancel cause, if any) when ctx was done. A missing
-// spec.Dir or a shell that cannot start is also an error with -1. If the
-// command completed but its output could not be written, Run returns the
-// exit status together with the write error.
+// spec.Dir, a job cgroup that cannot be created or a shell (or reaper) that
+// cannot start is also an error with -1; a reaper that cannot start the
+// shell exits 127, as sh does for a missing command. If the command
+// completed but its output could not be written, or its cgroup could not be
+// emptied and removed, Run returns the exit status together with that
+// error.
 func (e *Executor) Run(ctx context.Context, spec mixmaster.ExecSpec, stdout, stderr io.Writer) (int, error) {
 	if e.DryRun {
 		if _, err := fmt.Fprintf(stdout, "dry run: would run: %s\n", spec.Command); err != nil {
@@ -125,56 +147,39 @@ func (e *Executor) Run(ctx context.Context, spec mixmaster.ExecSpec, stdout, std
 		defer cancel()
 	}
 
-	// Our own pipes rather than exec's copying goroutines: cmd.Wait then
+	// Our own pipe rather than exec's copying goroutines: cmd.Wait then
 	// returns as soon as the shell exits, which is when leftover children
-	// must be killed; exec would first wait for them to close the pipes.
+	// must be killed; exec would first wait for them to close the pipe.
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return -1, fmt.Errorf("shell: %w", err)
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return -1, fmt.Errorf("shell: %w", err)
-	}
 	defer outR.Close()
-	defer errR.Close()
 
-	cmd := exec.CommandContext(runCtx, "/bin/sh", "-c", spec.Command)
-	cmd.Dir = spec.Dir
-	cmd.Env = e.env(spec.Env)
-	cmd.Stdout = outW
-	cmd.Stderr = errW
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var stop stopMark
-	cmd.Cancel = func() error {
-		now := time.Now()
-		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		if errors.Is(err, syscall.ESRCH) {
-			return os.ErrProcessDone
+	cmd := e.command(runCtx, spec, grace, outW, &stop)
+	var cg *jobCgroup
+	if e.Cgroup != "" {
+		if cg, err = newJobCgroup(e.Cgroup, spec.JobID); err != nil {
+			outW.Close()
+			return -1, fmt.Errorf("shell: job cgroup: %w", err)
 		}
-		stop.set(now)
-		return err
+		cg.attr(cmd.SysProcAttr)
 	}
-	// After the grace period exec kills the shell; the rest of the group
-	// is killed below once Wait returns.
-	cmd.WaitDelay = grace
-
 	err = cmd.Start()
-	// The child has its own copies of the write ends; ours would keep the
-	// readers from ever seeing EOF.
+	// The child has its own copy of the write end; ours would keep the
+	// reader from ever seeing EOF.
 	outW.Close()
-	errW.Close()
 	if err != nil {
+		if cg != nil {
+			cg.destroy()
+		}
 		return -1, fmt.Errorf("shell: start: %w", err)
 	}
 
-	var mu sync.Mutex
 	var wg sync.WaitGroup
-	var outErr, errErr error
-	wg.Go(func() { outErr = drain(outR, &lockedWriter{mu: &mu, w: stdout}) })
-	wg.Go(func() { errErr = drain(errR, &lockedWriter{mu: &mu, w: stderr}) })
+	var outErr error
+	wg.Go(func() { outErr = drain(outR, stdout) })
 
 	waitErr := cmd.Wait()
 	stoppedAt, stopped := stop.get()
@@ -183,9 +188,13 @@ func (e *Executor) Run(ctx context.Context, spec mixmaster.ExecSpec, stdout, std
 	} else {
 		killGroup(cmd.Process.Pid, time.Now().Add(grace), true)
 	}
-	deadline := time.Now().Add(drainTimeout)
-	outR.SetReadDeadline(deadline)
-	errR.SetReadDeadline(deadline)
+	var cgErr error
+	if cg != nil {
+		// Without a reaper, what left the group is still in the cgroup;
+		// with one, only what a reaper killed as a last resort left behind.
+		cgErr = cg.destroy()
+	}
+	outR.SetReadDeadline(time.Now().Add(drainTimeout))
 	wg.Wait()
 
 	if stopped {
@@ -198,10 +207,47 @@ func (e *Executor) Run(ctx context.Context, spec mixmaster.ExecSpec, stdout, std
 		return -1, fmt.Errorf("shell: wait: %w", waitErr)
 	}
 	code := exitStatus(cmd.ProcessState)
-	if err := errors.Join(outErr, errErr); err != nil {
-		return code, fmt.Errorf("write output: %w", err)
+	if outErr != nil {
+		return code, fmt.Errorf("write output: %w", outErr)
+	}
+	if cgErr != nil {
+		return code, fmt.Errorf("shell: %w", cgErr)
 	}
 	return code, nil
+}
+
+// command is the process that runs spec.Command, writing both its output
+// streams to out: /bin/sh in a new process group, under the reaper if
+// there is one. Its Cancel sends SIGTERM to that group and records the time
+// in stop.
+func (e *Executor) command(ctx context.Context, spec mixmaster.ExecSpec, grace time.Duration, out *os.File, stop *stopMark) *exec.Cmd {
+	argv := []string{"/bin/sh", "-c", spec.Command}
+	// After the grace period exec kills the shell; the rest of the group
+	// is killed once Wait returns.
+	waitDelay := grace
+	if len(e.Reaper) > 0 {
+		argv = slices.Concat(e.Reaper, []string{"-grace=" + grace.String(), "--"}, argv)
+		// The reaper escalates to SIGKILL itself. Killing the reaper would
+		// orphan what it watches, so exec's kill is only a last resort.
+		waitDelay = grace + reaperSlack
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = spec.Dir
+	cmd.Env = e.env(spec.Env)
+	cmd.Stdout = out
+	cmd.Stderr = out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		now := time.Now()
+		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		if errors.Is(err, syscall.ESRCH) {
+			return os.ErrProcessDone
+		}
+		stop.set(now)
+		return err
+	}
+	cmd.WaitDelay = waitDelay
+	return cmd
 }
 
 func (e *Executor) env(extra []string) []string {
@@ -229,8 +275,8 @@ func stoppedError(ctx context.Context) error {
 // exitStatus is the exit code, or 128+signal for a signalled process, the
 // way sh reports it in $?.
 func exitStatus(ps *os.ProcessState) int {
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return 128 + int(ws.Signal())
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+		return waitStatus(ws)
 	}
 	return ps.ExitCode()
 }
@@ -261,33 +307,11 @@ func groupAlive(pgid int) bool {
 	if err := syscall.Kill(-pgid, 0); err != nil {
 		return !errors.Is(err, syscall.ESRCH)
 	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return true
-	}
-	for _, ent := range entries {
-		if _, err := strconv.Atoi(ent.Name()); err != nil {
-			continue
-		}
-		data, err := os.ReadFile("/proc/" + ent.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// "pid (comm) state ppid pgrp ..."; comm may hold spaces and ')'.
-		s := string(data)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		if f[2] == strconv.Itoa(pgid) {
-			return true
-		}
-	}
-	return false
+	alive := false
+	err := scanProcs(func(p procStat) {
+		alive = alive || (p.pgrp == pgid && !p.dead())
+	})
+	return alive || err != nil
 }
 
 // drain copies r to w until EOF or the read deadline. After a write error
@@ -305,19 +329,6 @@ func drain(r *os.File, w io.Writer) error {
 			return werr
 		}
 	}
-}
-
-// lockedWriter serializes writes from the stdout and stderr readers, which
-// may share one writer that is not safe for concurrent use.
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // stopMark records when Run's Cancel function signalled the group.

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"mixmaster/internal/testenv"
 )
 
 // The tests run as root in CI, where permissions never get in the way. To
@@ -112,9 +114,7 @@ func lockedTree(dir string) error {
 // its output and whether it succeeded.
 func asNobody(t *testing.T, action, path string) (string, bool) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("running as another user needs root")
-	}
+	testenv.Need(t, "root", os.Geteuid() == 0, "running as another user needs root")
 	helperOnce.Do(func() { helperBin, helperErr = copyTestBinary() })
 	if helperErr != nil {
 		t.Fatal(helperErr)
