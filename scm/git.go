@@ -18,10 +18,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -54,16 +54,22 @@ type mirror struct {
 
 // Checkout makes spec.Dir a clean checkout of spec.Ref and returns the full
 // commit ID. spec.Ref is a full commit ID, or a branch or tag name (a name
-// starting with "refs/" is taken as a full ref name). A bad ref or URL, and
-// a commit or branch the repository does not have, give an EUNPROCESSABLE
-// error. Git's command lines and output go to log.
-func (g *Git) Checkout(ctx context.Context, spec mixmaster.CheckoutSpec, log io.Writer) (string, error) {
+// starting with "refs/" is taken as a full ref name). With spec.Branch set,
+// the commit must be that branch's tip or an ancestor of it, as the remote
+// has the branch now. A bad ref or URL, a commit or branch the repository
+// does not have, and a commit that is not on spec.Branch give an
+// EUNPROCESSABLE error. Git's command lines go to log as commands, their
+// output as status lines, with credentials in URLs hidden.
+func (g *Git) Checkout(ctx context.Context, spec mixmaster.CheckoutSpec, log mixmaster.CheckoutLog) (string, error) {
 	if log == nil {
-		log = io.Discard
+		log = discardLog{}
 	}
 	if !mixmaster.ValidCommit(spec.Ref) && !mixmaster.ValidRef(spec.Ref) {
 		return "", mixmaster.Errorf(mixmaster.EUNPROCESSABLE,
 			"invalid ref %s: want a full commit ID or a valid branch name", clip(spec.Ref))
+	}
+	if spec.Branch != "" && !mixmaster.ValidRef(spec.Branch) {
+		return "", mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "invalid branch %s", clip(spec.Branch))
 	}
 	// The request path validates too; this guards every other caller.
 	if err := mixmaster.ValidateRepositoryURL(spec.URL, true); err != nil {
@@ -96,7 +102,7 @@ func (g *Git) Checkout(ctx context.Context, spec mixmaster.CheckoutSpec, log io.
 	r := &runner{path: g.gitPath(), dir: root, env: gitEnv(spec.Env), log: log, logger: g.logger()}
 	m := &mirror{dir: filepath.Join(root, MirrorName(spec.URL)), url: spec.URL}
 
-	sha, err := g.updateMirror(ctx, r, m, spec.Ref)
+	sha, err := g.updateMirror(ctx, r, m, spec.Ref, spec.Branch)
 	if err != nil {
 		return "", err
 	}
@@ -114,6 +120,12 @@ func MirrorName(repoURL string) string {
 	return hex.EncodeToString(sum[:8]) + ".git"
 }
 
+// discardLog is the log of a caller that wants none.
+type discardLog struct{}
+
+func (discardLog) Status(string, ...any) {}
+func (discardLog) Command(string)        {}
+
 func (g *Git) gitPath() string {
 	if g.GitPath == "" {
 		return "git"
@@ -130,8 +142,9 @@ func (g *Git) logger() *slog.Logger {
 
 // updateMirror makes sure the mirror has the wanted commit and returns its
 // full ID. Branch names always cause a fetch, so a stale mirror never
-// decides what gets built; a commit ID the mirror already has needs none.
-func (g *Git) updateMirror(ctx context.Context, r *runner, m *mirror, ref string) (string, error) {
+// decides what gets built; so does a branch the commit must be on. A
+// commit ID the mirror already has needs none otherwise.
+func (g *Git) updateMirror(ctx context.Context, r *runner, m *mirror, ref, branch string) (string, error) {
 	unlock, err := mirrorLocks.lock(ctx, m.dir)
 	if err != nil {
 		return "", err
@@ -141,12 +154,31 @@ func (g *Git) updateMirror(ctx context.Context, r *runner, m *mirror, ref string
 	if err := g.ensureMirror(ctx, r, m); err != nil {
 		return "", err
 	}
+	if branch != "" && ref == branch {
+		// The tip of the branch is on it; a tag of the same name is not.
+		if err := fetchMirror(ctx, r, m); err != nil {
+			return "", err
+		}
+		return branchTip(ctx, r, m, branch)
+	}
+	sha, err := resolve(ctx, r, m, ref, branch != "")
+	if err != nil || branch == "" {
+		return sha, err
+	}
+	return sha, onBranch(ctx, r, m, sha, branch)
+}
 
+// resolve returns the full ID of the commit ref names in the mirror,
+// fetching first unless ref is a commit the mirror has and fetch is unset.
+// The mirror holds branches and tags only, so a commit that is on neither
+// (a pull request head) is not found.
+func resolve(ctx context.Context, r *runner, m *mirror, ref string, fetch bool) (string, error) {
 	if mixmaster.ValidCommit(ref) {
 		sha := strings.ToLower(ref)
-		notFound := mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "commit %s not found in %s", sha, redactURL(m.url))
-		if full, err := r.commit(ctx, m.dir, sha); full != "" || err != nil {
-			return full, err
+		if !fetch {
+			if full, err := r.commit(ctx, m.dir, sha); full != "" || err != nil {
+				return full, err
+			}
 		}
 		if err := fetchMirror(ctx, r, m); err != nil {
 			return "", err
@@ -154,22 +186,7 @@ func (g *Git) updateMirror(ctx context.Context, r *runner, m *mirror, ref string
 		if full, err := r.commit(ctx, m.dir, sha); full != "" || err != nil {
 			return full, err
 		}
-		// A commit outside branches and tags (a pull request head, a
-		// force-pushed-away commit) can still be fetched by ID with
-		// protocol v2. The fetch above just worked, so a failure here
-		// means the server does not have it.
-		err := r.run(ctx, nil, "--git-dir="+m.dir, "fetch", "--no-tags", "--no-write-fetch-head",
-			"--end-of-options", m.url, sha)
-		if err != nil {
-			if ctx.Err() != nil {
-				return "", err
-			}
-			return "", notFound
-		}
-		if full, err := r.commit(ctx, m.dir, sha); full != "" || err != nil {
-			return full, err
-		}
-		return "", notFound
+		return "", mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "commit %s not found in %s", sha, mixmaster.RedactURL(m.url))
 	}
 
 	if err := fetchMirror(ctx, r, m); err != nil {
@@ -184,7 +201,45 @@ func (g *Git) updateMirror(ctx context.Context, r *runner, m *mirror, ref string
 			return full, err
 		}
 	}
-	return "", mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "branch or tag %s not found in %s", ref, redactURL(m.url))
+	return "", mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "branch or tag %s not found in %s", ref, mixmaster.RedactURL(m.url))
+}
+
+// onBranch checks that sha is the tip of branch in the mirror, which was
+// just fetched, or an ancestor of it.
+func onBranch(ctx context.Context, r *runner, m *mirror, sha, branch string) error {
+	tip, err := branchTip(ctx, r, m, branch)
+	if err != nil {
+		return err
+	}
+	if tip == sha {
+		return nil
+	}
+	// Both are verified commit IDs; exit status 1 means "not an ancestor".
+	err = r.run(ctx, nil, "--git-dir="+m.dir, "merge-base", "--is-ancestor", "--end-of-options", sha, tip)
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return err
+	case errors.As(err, &exit) && exit.ExitCode() == 1:
+		return mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "commit %s is not on branch %s", shortID(sha), branch)
+	}
+	return fmt.Errorf("scm: %w", err)
+}
+
+// branchTip returns the commit ID of the tip of branch in the mirror.
+func branchTip(ctx context.Context, r *runner, m *mirror, branch string) (string, error) {
+	tip, err := r.commit(ctx, m.dir, "refs/heads/"+branch)
+	if tip == "" && err == nil {
+		err = mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "branch %s not found in %s", branch, mixmaster.RedactURL(m.url))
+	}
+	return tip, err
+}
+
+// shortID is the first eight digits of a commit ID, for messages.
+func shortID(sha string) string {
+	return sha[:min(len(sha), 8)]
 }
 
 // commit returns the full ID of the commit rev names in the repository at
@@ -207,10 +262,10 @@ func (r *runner) commit(ctx context.Context, gitDir, rev string) (string, error)
 // interrupted clone never leaves a half-made mirror behind.
 func (g *Git) ensureMirror(ctx context.Context, r *runner, m *mirror) error {
 	if isRepo(m.dir, true) {
-		return nil
+		return limitRefs(ctx, r, m.dir)
 	}
 	if _, err := os.Lstat(m.dir); err == nil {
-		fmt.Fprintf(r.log, "mirror %s is broken; recreating it\n", m.dir)
+		r.note("mirror %s is broken; recreating it", m.dir)
 		if err := removeAll(m.dir); err != nil {
 			return fmt.Errorf("scm: remove broken mirror: %w", err)
 		}
@@ -218,44 +273,113 @@ func (g *Git) ensureMirror(ctx context.Context, r *runner, m *mirror) error {
 	parent, base := filepath.Split(m.dir)
 	stale, _ := filepath.Glob(filepath.Join(parent, "."+base+".tmp-*"))
 	for _, s := range stale {
-		_ = removeAll(s)
+		// What is left of an interrupted clone only takes space; the new
+		// clone goes elsewhere.
+		if err := removeAll(s); err != nil {
+			r.note("cannot remove the interrupted clone %s: %v", s, err)
+			g.logger().WarnContext(ctx, "remove interrupted clone", "dir", s, "err", err)
+		}
 	}
 	tmp, err := os.MkdirTemp(parent, "."+base+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("scm: %w", err)
 	}
-	defer func() { _ = removeAll(tmp) }() // a no-op after the rename
+	if err := cloneMirror(ctx, r, m, tmp); err != nil {
+		if rerr := removeAll(tmp); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("scm: remove the partial clone: %w", rerr))
+		}
+		return err
+	}
+	g.logger().InfoContext(ctx, "created mirror", "url", mixmaster.RedactURL(m.url), "dir", m.dir)
+	return nil
+}
 
+// cloneMirror clones m into tmp and renames it into place.
+func cloneMirror(ctx context.Context, r *runner, m *mirror, tmp string) error {
 	// A bare clone, not --mirror: --mirror would also copy refs such as
-	// pull request heads, which can be many times the size of the branches.
-	// clone learns the object format (SHA-1 or SHA-256) from the remote.
+	// pull request heads, which are on no branch and can be many times
+	// the size of the branches. clone learns the object format (SHA-1 or
+	// SHA-256) from the remote.
 	if err := r.run(ctx, nil, "clone", "--bare", "--", m.url, tmp); err != nil {
-		return fmt.Errorf("scm: clone %s: %w", redactURL(m.url), err)
+		return fmt.Errorf("scm: clone %s: %w", mixmaster.RedactURL(m.url), err)
+	}
+	if err := limitRefs(ctx, r, tmp); err != nil {
+		return err
 	}
 	if err := os.Rename(tmp, m.dir); err != nil {
 		return fmt.Errorf("scm: %w", err)
 	}
-	g.logger().InfoContext(ctx, "created mirror", "url", redactURL(m.url), "dir", m.dir)
+	return nil
+}
+
+// mirrorRefspecs are what a mirror fetches: branches and tags, and not the
+// pull request heads (refs/pull/*, refs/merge-requests/*, refs/changes/*)
+// a forge keeps beside them, which are on no branch.
+var mirrorRefspecs = []string{"+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"}
+
+// refsMarker is the file in a mirror that says limitRefs has run there.
+const refsMarker = "mixmaster-branches-and-tags"
+
+// limitRefs makes a mirror hold branches and tags only: one made by git
+// clone --mirror, or by an earlier version, may hold every ref of the
+// remote and fetch them all. It sets the fetch refspecs and deletes every
+// other ref, once per mirror.
+func limitRefs(ctx context.Context, r *runner, dir string) error {
+	marker := filepath.Join(dir, refsMarker)
+	if _, err := os.Lstat(marker); err == nil {
+		return nil
+	}
+	gd := "--git-dir=" + dir
+	for _, args := range [][]string{
+		{gd, "config", "remote.origin.mirror", "false"},
+		{gd, "config", "--replace-all", "remote.origin.fetch", mirrorRefspecs[0]},
+		{gd, "config", "--add", "remote.origin.fetch", mirrorRefspecs[1]},
+	} {
+		if err := r.run(ctx, nil, args...); err != nil {
+			return fmt.Errorf("scm: limit the mirror to branches and tags: %w", err)
+		}
+	}
+	refs, err := r.output(ctx, gd, "for-each-ref", "--format=%(refname)")
+	if err != nil {
+		return fmt.Errorf("scm: list the mirror's refs: %w", err)
+	}
+	var del strings.Builder
+	n := 0
+	for ref := range strings.FieldsSeq(refs) {
+		if !strings.HasPrefix(ref, "refs/heads/") && !strings.HasPrefix(ref, "refs/tags/") {
+			del.WriteString("delete " + ref + "\n")
+			n++
+		}
+	}
+	if n > 0 {
+		r.note("deleting %d refs of the mirror that are neither branches nor tags", n)
+		if err := r.runInput(ctx, strings.NewReader(del.String()), nil, gd, "update-ref", "--stdin"); err != nil {
+			return fmt.Errorf("scm: delete the mirror's other refs: %w", err)
+		}
+	}
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		return fmt.Errorf("scm: %w", err)
+	}
 	return nil
 }
 
 // fetchMirror brings the mirror's branches and tags up to date with the
 // remote, deleting the ones that are gone.
 func fetchMirror(ctx context.Context, r *runner, m *mirror) error {
-	args := []string{"--git-dir=" + m.dir, "fetch", "--prune", "--no-tags", "--no-write-fetch-head",
-		"--end-of-options", m.url, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"}
+	args := append([]string{"--git-dir=" + m.dir, "fetch", "--prune", "--no-tags", "--no-write-fetch-head",
+		"--end-of-options", m.url}, mirrorRefspecs...)
 	err := r.run(ctx, nil, args...)
 	if err != nil && ctx.Err() == nil {
 		// A git killed hard leaves lock files behind, and every later
 		// fetch would fail on them. We hold the mirror's lock, so any lock
 		// file in it is stale.
 		if n := removeLockFiles(m.dir); n > 0 {
-			fmt.Fprintf(r.log, "removed %d stale lock file(s) from the mirror; fetching again\n", n)
+			r.note("removed %d stale lock file(s) from the mirror; fetching again", n)
 			err = r.run(ctx, nil, args...)
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("scm: fetch %s: %w", redactURL(m.url), err)
+		return fmt.Errorf("scm: fetch %s: %w", mixmaster.RedactURL(m.url), err)
 	}
 	return nil
 }
@@ -290,7 +414,7 @@ func (g *Git) updateWorkspace(ctx context.Context, r *runner, dir string, m *mir
 	if err == nil || !reused || ctx.Err() != nil {
 		return err
 	}
-	fmt.Fprintf(r.log, "cannot update the workspace (%v); recreating it\n", err)
+	r.note("cannot update the workspace (%v); recreating it", err)
 	g.logger().WarnContext(ctx, "recreating workspace", "dir", dir, "err", err)
 	if err := createWorkspace(ctx, r, dir, m, sha); err != nil {
 		return err
@@ -309,7 +433,7 @@ func openWorkspace(ctx context.Context, r *runner, dir string, m *mirror, sha st
 		}
 	}
 	if _, err := os.Lstat(dir); err == nil {
-		fmt.Fprintf(r.log, "%s is not a workspace of this repository; recreating it\n", dir)
+		r.note("%s is not a workspace of this repository; recreating it", dir)
 	}
 	return false, createWorkspace(ctx, r, dir, m, sha)
 }
@@ -417,7 +541,7 @@ func writeWorkspaceFiles(dir string, m *mirror, sha string) error {
 }
 
 // workspaceConfig is the whole .git/config of a workspace. origin is the
-// real remote, without a password, so that builds see a normal clone.
+// real remote, without its credentials, so that builds see a normal clone.
 func workspaceConfig(remote string, sha256 bool) string {
 	var b strings.Builder
 	version := "0"
@@ -428,7 +552,7 @@ func workspaceConfig(remote string, sha256 bool) string {
 	b.WriteString("\tfilemode = true\n\tbare = false\n\tlogallrefupdates = false\n")
 	// The objects live in the mirror; gc here would find nothing to do.
 	b.WriteString("[gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n")
-	b.WriteString("[remote \"origin\"]\n\turl = " + configQuote(stripPassword(remote)) + "\n")
+	b.WriteString("[remote \"origin\"]\n\turl = " + configQuote(stripCredentials(remote)) + "\n")
 	b.WriteString("\tfetch = +refs/heads/*:refs/remotes/origin/*\n")
 	if sha256 {
 		b.WriteString("[extensions]\n\tobjectformat = sha256\n")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,10 +114,27 @@ func newGit(t testing.TB) *Git {
 	return &Git{MirrorRoot: filepath.Join(t.TempDir(), "mirrors")}
 }
 
+// textLog is a CheckoutLog that keeps the lines as text, marked as a job
+// log marks them: "$ " for a command, "# " for a status line.
+type textLog struct{ b strings.Builder }
+
+func (l *textLog) Status(format string, args ...any) {
+	fmt.Fprintf(&l.b, "# "+format+"\n", args...)
+}
+
+func (l *textLog) Command(cmd string) { l.b.WriteString("$ " + cmd + "\n") }
+
+func (l *textLog) String() string { return l.b.String() }
+
 func checkout(t testing.TB, g *Git, url, ref, dir string) (string, string, error) {
 	t.Helper()
-	var log bytes.Buffer
-	sha, err := g.Checkout(context.Background(), mixmaster.CheckoutSpec{URL: url, Ref: ref, Dir: dir}, &log)
+	return checkoutSpec(t, g, mixmaster.CheckoutSpec{URL: url, Ref: ref, Dir: dir})
+}
+
+func checkoutSpec(t testing.TB, g *Git, spec mixmaster.CheckoutSpec) (string, string, error) {
+	t.Helper()
+	var log textLog
+	sha, err := g.Checkout(context.Background(), spec, &log)
 	return sha, log.String(), err
 }
 
@@ -231,10 +247,9 @@ func TestCheckoutReusesWorkspace(t *testing.T) {
 	if second == first {
 		t.Fatal("no new commit")
 	}
-	var log bytes.Buffer
-	sha, err := g.Checkout(context.Background(), mixmaster.CheckoutSpec{URL: o.url, Ref: "production", Dir: dir}, &log)
+	sha, log, err := checkout(t, g, o.url, "production", dir)
 	if err != nil {
-		t.Fatalf("second checkout: %v\n%s", err, log.String())
+		t.Fatalf("second checkout: %v\n%s", err, log)
 	}
 	if sha != second {
 		t.Errorf("sha = %s, want %s", sha, second)
@@ -249,8 +264,8 @@ func TestCheckoutReusesWorkspace(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, ".git/reuse-marker")); err != nil {
 		t.Errorf("workspace was recreated instead of reused: %v", err)
 	}
-	if strings.Contains(log.String(), "recreating") || strings.Contains(log.String(), " clone ") {
-		t.Errorf("second checkout recreated something:\n%s", log.String())
+	if strings.Contains(log, "recreating") || strings.Contains(log, " clone ") {
+		t.Errorf("second checkout recreated something:\n%s", log)
 	}
 	// The workspace borrows its objects; it must not hold a copy.
 	if packs, _ := filepath.Glob(filepath.Join(dir, ".git/objects/pack/*.pack")); len(packs) > 0 {
@@ -446,23 +461,21 @@ func TestCheckoutCommitOutsideBranches(t *testing.T) {
 	mustCheckout(t, g, o.url, "master", dir) // warm mirror
 
 	// A pull request head: reachable only from a ref the mirror does not
-	// copy.
+	// copy, and so never fetched, not even by its ID.
 	pr := o.commit("master", "pr", "pull request\n")
 	o.git("update-ref", "refs/pull/1/head", pr)
 	o.git("reset", "--quiet", "--hard", "HEAD~1")
 
-	var log bytes.Buffer
-	sha, err := g.Checkout(context.Background(), mixmaster.CheckoutSpec{URL: o.url, Ref: pr, Dir: dir}, &log)
-	if err != nil {
-		t.Fatalf("Checkout: %v\n%s", err, log.String())
+	for _, ref := range []string{pr, "refs/pull/1/head"} {
+		_, log, err := checkout(t, g, o.url, ref, dir)
+		if mixmaster.ErrorCode(err) != mixmaster.EUNPROCESSABLE || !strings.Contains(err.Error(), "not found") {
+			t.Errorf("Checkout(%s) = %v, want EUNPROCESSABLE not found\n%s", ref, err, log)
+		}
+		if strings.Contains(log, " "+pr) {
+			t.Errorf("Checkout(%s) fetched the commit by its ID:\n%s", ref, log)
+		}
 	}
-	if sha != pr {
-		t.Errorf("sha = %s, want %s", sha, pr)
-	}
-	assertClean(t, dir, pr)
-	if !strings.Contains(log.String(), "--end-of-options "+o.url+" "+pr) {
-		t.Errorf("no fetch by commit ID in the log:\n%s", log.String())
-	}
+	assertClean(t, dir, o.sha("master"))
 }
 
 func TestCheckoutUnknownRefs(t *testing.T) {
@@ -545,7 +558,7 @@ func TestCheckoutSHA256(t *testing.T) {
 	needGit(t)
 	probe := filepath.Join(t.TempDir(), "probe")
 	if err := exec.Command("git", "init", "--quiet", "--object-format=sha256", probe).Run(); err != nil {
-		t.Skip("this git cannot create SHA-256 repositories")
+		testenv.Need(t, "git", false, "this git cannot create SHA-256 repositories")
 	}
 	o := newOrigin(t, "--object-format=sha256")
 	g := newGit(t)
@@ -617,7 +630,7 @@ func TestGitEnvBlocksExtTransport(t *testing.T) {
 	t.Parallel()
 	needGit(t)
 	pwn := filepath.Join(t.TempDir(), "pwn")
-	r := &runner{path: "git", dir: t.TempDir(), env: gitEnv([]string{"GIT_ALLOW_PROTOCOL=ext"}), log: io.Discard,
+	r := &runner{path: "git", dir: t.TempDir(), env: gitEnv([]string{"GIT_ALLOW_PROTOCOL=ext"}), log: discardLog{},
 		logger: (&Git{}).logger()}
 	err := r.run(context.Background(), nil, "ls-remote", "--", "ext::sh -c touch% "+pwn)
 	if err == nil || !strings.Contains(err.Error(), "not allowed") {
@@ -694,12 +707,15 @@ func TestCheckoutLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every line is the service's: a command ("$") or what git printed
+	// ("#").
 	for _, want := range []string{
-		"git clone --bare -- " + o.url + " ",
+		"$ git clone --bare -- " + o.url + " ",
+		"$ git --git-dir=",
 		"fetch --prune --no-tags --no-write-fetch-head --end-of-options " + o.url + " '+refs/heads/*:refs/heads/*'",
 		"rev-parse --verify --quiet --end-of-options 'refs/heads/production^{commit}'",
 		"checkout --force --detach " + o.sha("production") + " --",
-		"HEAD is now at",
+		"\n# HEAD is now at",
 		"clean -ffdx",
 	} {
 		if !strings.Contains(log, want) {
@@ -721,7 +737,7 @@ func TestCheckoutEnv(t *testing.T) {
 	marker := filepath.Join(t.TempDir(), "trace")
 	spec := mixmaster.CheckoutSpec{URL: o.url, Ref: "master", Dir: dir,
 		Env: []string{"GIT_ALLOW_PROTOCOL=ext", "GIT_TRACE=" + marker}}
-	if _, err := g.Checkout(context.Background(), spec, io.Discard); err != nil {
+	if _, err := g.Checkout(context.Background(), spec, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(marker); err != nil {

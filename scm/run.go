@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"mixmaster"
 )
 
 // globalArgs go before every git subcommand. They are not written to the
@@ -38,8 +40,13 @@ type runner struct {
 	path   string
 	dir    string // working directory; every path we pass is absolute anyway
 	env    []string
-	log    io.Writer
+	log    mixmaster.CheckoutLog
 	logger *slog.Logger
+}
+
+// note writes one of the checkout's own remarks to the log.
+func (r *runner) note(format string, args ...any) {
+	r.log.Status("%s", redactText(fmt.Sprintf(format, args...)))
 }
 
 // gitEnv builds the environment of git: a minimal base, the caller's
@@ -66,16 +73,21 @@ func gitEnv(extra []string) []string {
 // nil; its stderr goes to the log. The error carries git's last line of
 // output, which is usually the reason.
 func (r *runner) run(ctx context.Context, out io.Writer, args ...string) error {
+	return r.runInput(ctx, nil, out, args...)
+}
+
+// runInput is run with in as git's standard input.
+func (r *runner) runInput(ctx context.Context, in io.Reader, out io.Writer, args ...string) error {
 	line := commandLine(args)
-	fmt.Fprintln(r.log, line)
-	tail := &tailWriter{}
-	combined := io.MultiWriter(r.log, tail)
+	r.log.Command(line)
+	lines := &lineLog{log: r.log}
 	cmd := exec.CommandContext(ctx, r.path, slices.Concat(globalArgs, args)...)
 	cmd.Dir = r.dir
 	cmd.Env = r.env
+	cmd.Stdin = in
 	// Passing the same writer twice lets exec share one pipe, so the log
 	// is never written from two goroutines.
-	cmd.Stdout, cmd.Stderr = combined, combined
+	cmd.Stdout, cmd.Stderr = lines, lines
 	if out != nil {
 		cmd.Stdout = out
 	}
@@ -84,6 +96,7 @@ func (r *runner) run(ctx context.Context, out io.Writer, args ...string) error {
 
 	start := time.Now()
 	err := cmd.Run()
+	lines.flush()
 	r.logger.DebugContext(ctx, "git", "cmd", line, "duration", time.Since(start), "err", err)
 	if err == nil {
 		return nil
@@ -91,8 +104,8 @@ func (r *runner) run(ctx context.Context, out io.Writer, args ...string) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("git %s: %w", subcommand(args), ctxErr)
 	}
-	if msg := tail.lastLine(); msg != "" {
-		return fmt.Errorf("git %s: %w: %s", subcommand(args), err, msg)
+	if lines.last != "" {
+		return fmt.Errorf("git %s: %w: %s", subcommand(args), err, lines.last)
 	}
 	return fmt.Errorf("git %s: %w", subcommand(args), err)
 }
@@ -124,7 +137,7 @@ func commandLine(args []string) string {
 	b.WriteString("git")
 	for _, a := range args {
 		b.WriteByte(' ')
-		b.WriteString(shellQuote(redactURL(a)))
+		b.WriteString(shellQuote(mixmaster.RedactURL(a)))
 	}
 	return b.String()
 }
@@ -140,30 +153,76 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// tailWriter keeps the last few KiB written to it.
-type tailWriter struct {
-	buf []byte
+// lineLog writes git's output to the log as status lines, one per line,
+// with any credentials in URLs hidden (git quotes the URL it failed to
+// reach), and keeps the last non-empty one for the error message.
+type lineLog struct {
+	log     mixmaster.CheckoutLog
+	partial []byte
+	last    string
 }
 
-const tailMax = 4096
+// maxGitLine bounds a line kept back waiting for its end.
+const maxGitLine = 4096
 
-func (t *tailWriter) Write(p []byte) (int, error) {
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > tailMax {
-		t.buf = slices.Clone(t.buf[len(t.buf)-tailMax:])
-	}
-	return len(p), nil
-}
-
-// lastLine returns the last non-empty line, without git's progress noise.
-func (t *tailWriter) lastLine() string {
-	lines := strings.FieldsFunc(string(t.buf), func(r rune) bool { return r == '\n' || r == '\r' })
-	for i := len(lines) - 1; i >= 0; i-- {
-		if l := strings.TrimSpace(lines[i]); l != "" {
-			return l
+func (l *lineLog) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		// Progress meters end their lines with \r.
+		i := bytes.IndexAny(p, "\r\n")
+		if i < 0 {
+			l.partial = append(l.partial, p...)
+			if len(l.partial) >= maxGitLine {
+				l.flush()
+			}
+			break
 		}
+		l.partial = append(l.partial, p[:i]...)
+		l.flush()
+		p = p[i+1:]
 	}
-	return ""
+	return n, nil
+}
+
+// flush logs the line gathered so far, if it holds anything.
+func (l *lineLog) flush() {
+	line := strings.TrimSpace(redactText(string(l.partial)))
+	l.partial = l.partial[:0]
+	if line == "" {
+		return
+	}
+	l.last = line
+	l.log.Status("%s", line)
+}
+
+// redactText hides the credentials of every URL in s.
+func redactText(s string) string {
+	if !strings.Contains(s, "://") {
+		return s
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "://")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		start := i
+		for start > 0 && isSchemeByte(s[start-1]) {
+			start--
+		}
+		end := i + 3
+		for end < len(s) && !strings.ContainsRune(" \t'\"<>`", rune(s[end])) {
+			end++
+		}
+		b.WriteString(s[:start])
+		b.WriteString(mixmaster.RedactURL(s[start:end]))
+		s = s[end:]
+	}
+}
+
+func isSchemeByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'
 }
 
 // keyedLocks is a set of mutexes by name whose Lock gives up when the

@@ -3,35 +3,25 @@ package scm
 import (
 	"net/url"
 	"strings"
+
+	"mixmaster"
 )
 
-// redactURL hides the password of a URL, for logs and messages.
-func redactURL(s string) string {
-	if p, ok := passwordURL(s); ok {
-		return p.Redacted()
-	}
-	return s
-}
-
-// stripPassword removes the password from a URL so it does not sit in a
-// file every build can read.
-func stripPassword(s string) string {
-	if p, ok := passwordURL(s); ok {
-		p.User = url.User(p.User.Username())
-		return p.String()
-	}
-	return s
-}
-
-// passwordURL parses s when it is a URL that holds a password.
-func passwordURL(s string) (*url.URL, bool) {
-	if !strings.Contains(s, "://") {
-		return nil, false
+// stripCredentials removes what mixmaster.RedactURL would hide from a URL,
+// so that it does not sit in a file every build can read: the password,
+// and the user name too where that may be a token (http and https). A
+// plain user name such as ssh's git@ stays.
+func stripCredentials(s string) string {
+	if !strings.Contains(s, "://") || mixmaster.RedactURL(s) == s {
+		return s
 	}
 	p, err := url.Parse(s)
-	if err != nil || p.User == nil {
-		return nil, false
+	if err != nil {
+		return mixmaster.RedactURL(s)
 	}
-	_, ok := p.User.Password()
-	return p, ok
+	p.User = url.User(p.User.Username())
+	if mixmaster.RedactURL(p.String()) != p.String() {
+		p.User = nil
+	}
+	return p.String()
 }
