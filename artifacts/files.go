@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"mixmaster"
@@ -100,14 +101,21 @@ func (f *Files) Create(id mixmaster.JobID) (mixmaster.Log, error) {
 }
 
 // Open opens the log of job id for reading. It returns an ENOTFOUND error
-// when the job has no log. The log may still be growing.
+// when the job has no log. The log may still be growing. Anything but a
+// regular file in the log's place (a build can write there) is refused:
+// O_NONBLOCK keeps a FIFO from blocking the open, and a link is not
+// followed.
 func (f *Files) Open(id mixmaster.JobID) (io.ReadSeekCloser, error) {
-	file, err := os.Open(f.LogPath(id))
+	file, err := os.OpenFile(f.LogPath(id), os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, mixmaster.Errorf(mixmaster.ENOTFOUND, "Job %d has no log.", id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open log: %w", err)
+	}
+	if fi, err := file.Stat(); err != nil || !fi.Mode().IsRegular() {
+		file.Close()
+		return nil, fmt.Errorf("open log of job %d: %w", id, errNotRegular)
 	}
 	return file, nil
 }

@@ -11,6 +11,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -76,8 +77,17 @@ func WriteTar(w io.Writer, dir string) error {
 			ModTime: fi.ModTime(),
 			Format:  tar.FormatUnknown,
 		}
+		var f *os.File
 		switch mode := fi.Mode(); {
 		case mode.IsRegular():
+			f, err = openRegular(root, name, fi)
+			if errors.Is(err, errNotRegular) {
+				return nil // replaced by a special file since the walk saw it
+			}
+			if err != nil {
+				return err
+			}
+			defer f.Close()
 			h.Typeflag = tar.TypeReg
 			h.Size = fi.Size()
 		case mode.IsDir():
@@ -94,10 +104,10 @@ func WriteTar(w io.Writer, dir string) error {
 		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}
-		if h.Typeflag != tar.TypeReg {
+		if f == nil {
 			return nil
 		}
-		return copyFileTo(tw, root, name, h.Size, buf)
+		return copyFileTo(tw, f, name, h.Size, buf)
 	})
 	if err != nil {
 		return fmt.Errorf("tar %s: %w", dir, err)
@@ -111,14 +121,9 @@ func WriteTar(w io.Writer, dir string) error {
 	return nil
 }
 
-// copyFileTo writes exactly size bytes of the file name to tw, the size the
+// copyFileTo writes exactly size bytes of the file f to tw, the size the
 // header already announced.
-func copyFileTo(tw *tar.Writer, root *os.Root, name string, size int64, buf []byte) error {
-	f, err := root.Open(name)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
+func copyFileTo(tw *tar.Writer, f *os.File, name string, size int64, buf []byte) error {
 	// LimitReader also hides *os.File's WriteTo, which would ignore buf.
 	n, err := io.CopyBuffer(tw, io.LimitReader(f, size), buf)
 	if err != nil {
@@ -128,6 +133,35 @@ func copyFileTo(tw *tar.Writer, root *os.Root, name string, size int64, buf []by
 		return fmt.Errorf("%s shrank while being archived", name)
 	}
 	return nil
+}
+
+// errNotRegular is returned by openRegular for anything but the regular
+// file expected.
+var errNotRegular = errors.New("not a regular file")
+
+// openRegular opens name for reading only if it is still the regular file
+// that lfi, from an lstat, describes; callers lstat first so that no
+// special file is ever opened. A FIFO swapped in meanwhile would block a
+// plain open until some writer came, and a link would be followed:
+// O_NONBLOCK and O_NOFOLLOW prevent both, a socket fails to open (ENXIO),
+// and the fstat of what was opened must be the file lfi describes.
+func openRegular(root *os.Root, name string, lfi fs.FileInfo) (*os.File, error) {
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, syscall.ENXIO) {
+		return nil, fmt.Errorf("%s: %w", name, errNotRegular)
+	}
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && (!fi.Mode().IsRegular() || !os.SameFile(fi, lfi)) {
+		err = fmt.Errorf("%s: %w", name, errNotRegular)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // tarMode converts permission and special bits to the tar header's Unix
