@@ -5,10 +5,12 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -39,6 +41,9 @@ var reserved = []string{"checkouts", "mirrors", "jobs", "cache", "projects", "re
 // inodes) differs from the last one, so a repeat request reads no file.
 type Folders struct {
 	Dir string
+	// Logger reports a projects folder that cannot be read where Names
+	// has no error to return; nil means slog.Default().
+	Logger *slog.Logger
 
 	mu    sync.Mutex
 	cache map[string]folderHash
@@ -60,6 +65,9 @@ func (f *Folders) Folder(name string) (*Folder, error) {
 	}
 	dir := filepath.Join(f.Dir, name)
 	fi, err := os.Stat(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, unreadable(err)
+	}
 	if err != nil || !fi.IsDir() {
 		return nil, mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "Unknown project %s", quote(name))
 	}
@@ -72,9 +80,23 @@ func (f *Folders) Folder(name string) (*Folder, error) {
 	return nil, mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "project %s has neither a Dockerfile nor an executable build script", quote(name))
 }
 
-// Names lists the projects in the directory, sorted.
-func (f *Folders) Names() []string {
-	entries, _ := os.ReadDir(f.Dir)
+// unreadable is the error for a projects folder the service may not read:
+// the caller is told that projects are unavailable, the log says why.
+func unreadable(err error) error {
+	return fmt.Errorf("%w: %v", mixmaster.Errorf(mixmaster.EUNAVAILABLE, "the projects folder cannot be read; the service log says why"), err)
+}
+
+// List returns the projects in the directory, sorted. A missing directory
+// holds no projects; one that cannot be read is an error, never taken for
+// an empty one.
+func (f *Folders) List() ([]string, error) {
+	entries, err := os.ReadDir(f.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, unreadable(err)
+	}
 	var names []string
 	for _, e := range entries {
 		if e.IsDir() {
@@ -82,6 +104,20 @@ func (f *Folders) Names() []string {
 				names = append(names, e.Name())
 			}
 		}
+	}
+	return names, nil
+}
+
+// Names is List for listings that show what they can: a folder that
+// cannot be read lists nothing, and is logged.
+func (f *Folders) Names() []string {
+	names, err := f.List()
+	if err != nil {
+		logger := f.Logger
+		if logger == nil {
+			logger = slog.Default()
+		}
+		logger.Error("list artifact projects", "dir", f.Dir, "err", err)
 	}
 	return names
 }

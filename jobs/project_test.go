@@ -1,6 +1,8 @@
 package jobs
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,6 +88,46 @@ func TestFolders(t *testing.T) {
 	}
 	if names := f.Names(); strings.Join(names, ",") != "docker,shell" {
 		t.Errorf("Names() = %v", names)
+	}
+}
+
+// TestFoldersUnreadable: a projects folder that cannot be read is an
+// error that says so, not a folder without projects; a missing one holds
+// none.
+func TestFoldersUnreadable(t *testing.T) {
+	missing := &Folders{Dir: filepath.Join(t.TempDir(), "none")}
+	if names, err := missing.List(); err != nil || len(names) != 0 {
+		t.Errorf("missing folder: List() = %v, %v; want none", names, err)
+	}
+	if _, err := missing.Folder("p"); mixmaster.ErrorCode(err) != mixmaster.EUNPROCESSABLE {
+		t.Errorf("missing folder: Folder() = %v, want 422", err)
+	}
+
+	// A file where the folder should be cannot be read as one, even by
+	// root; without root, a folder without permissions neither.
+	file := filepath.Join(t.TempDir(), "projects")
+	os.WriteFile(file, []byte("not a folder"), 0o644)
+	dirs := []string{file}
+	if os.Geteuid() != 0 {
+		closed := filepath.Join(t.TempDir(), "closed")
+		writeProject(t, filepath.Join(closed, "p"), map[string]string{"build": "#!/bin/sh\n"})
+		os.Chmod(closed, 0)
+		t.Cleanup(func() { os.Chmod(closed, 0o755) })
+		dirs = append(dirs, closed)
+	}
+	for _, dir := range dirs {
+		var logs bytes.Buffer
+		f := &Folders{Dir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+		names, err := f.List()
+		if mixmaster.ErrorCode(err) != mixmaster.EUNAVAILABLE || !strings.Contains(mixmaster.ErrorMessage(err), "projects folder cannot be read") || names != nil {
+			t.Errorf("%s: List() = %v, %v; want 503", dir, names, err)
+		}
+		if _, err := f.Folder("p"); mixmaster.ErrorCode(err) != mixmaster.EUNAVAILABLE {
+			t.Errorf("%s: Folder() = %v, want 503", dir, err)
+		}
+		if names := f.Names(); names != nil || !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), dir) {
+			t.Errorf("%s: Names() = %v, log %q; want none and an error logged", dir, names, logs.String())
+		}
 	}
 }
 

@@ -148,8 +148,13 @@ func (p *Pruner) pruneImages(ctx context.Context) error {
 	if p.Images == nil || p.Folders == nil {
 		return nil
 	}
+	// A folder that cannot be listed would make every image look stale.
+	names, err := p.Folders.List()
+	if err != nil {
+		return fmt.Errorf("prune images: %w", err)
+	}
 	current := map[string]bool{}
-	for _, name := range p.Folders.Names() {
+	for _, name := range names {
 		f, err := p.Folders.Folder(name)
 		if err != nil || !f.Docker {
 			continue

@@ -246,6 +246,28 @@ func TestPruneImagesKeepsCurrentOnes(t *testing.T) {
 	}
 }
 
+// A projects folder that cannot be read removes no image: every one
+// would look stale.
+func TestPruneImagesStopsWhenProjectsUnreadable(t *testing.T) {
+	// A file where the folder should be cannot be listed, even by root.
+	notDir := filepath.Join(t.TempDir(), "projects")
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	called := false
+	p := &Pruner{
+		Store:   &prunerNoJobs{},
+		Folders: &Folders{Dir: notDir},
+		Images: func(context.Context, func(string) bool) (int, error) {
+			called = true
+			return 0, nil
+		},
+	}
+	if _, err := p.Prune(context.Background()); err == nil || called {
+		t.Errorf("Prune = %v, images pruned: %v; want an error and none pruned", err, called)
+	}
+}
+
 // prunerNoJobs is a store with no jobs at all.
 type prunerNoJobs struct{ PruneStore }
 

@@ -65,10 +65,18 @@ type Runner struct {
 	jobsWG sync.WaitGroup // running jobs
 	wake   chan struct{}
 
+	// mu guards the fields below. It is never held across a store call:
+	// the store commits to disk, and accept runs inside its transaction.
 	mu      sync.Mutex
 	running map[mixmaster.JobID]context.CancelCauseFunc
 	busy    map[string]bool
 	free    int
+	// claiming is set while the dispatcher is in Store.Claim; claims
+	// counts the claims that are over, and claimed is signalled at the end
+	// of each, once the job it claimed is in running.
+	claiming bool
+	claims   uint64
+	claimed  *sync.Cond
 }
 
 var _ mixmaster.Canceler = (*Runner)(nil)
@@ -88,6 +96,7 @@ func (r *Runner) Open() error {
 	r.free = r.Concurrency
 	r.running = make(map[mixmaster.JobID]context.CancelCauseFunc)
 	r.busy = make(map[string]bool)
+	r.claimed = sync.NewCond(&r.mu)
 	r.wake = make(chan struct{}, 1)
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 
@@ -149,11 +158,9 @@ func (r *Runner) Close(grace time.Duration) error {
 }
 
 // Cancel stops a queued or running job. A queued job is canceled at once; a
-// running one is stopped and recorded as canceled by its slot. It holds the
-// runner's lock throughout, so a job cannot be claimed halfway through.
+// running one is stopped and recorded as canceled by its slot. A job the
+// dispatcher claims meanwhile is stopped once it is running.
 func (r *Runner) Cancel(ctx context.Context, id mixmaster.JobID) (*mixmaster.Job, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	job, err := r.Store.Job(ctx, id)
 	if err != nil {
 		return nil, err
@@ -161,16 +168,37 @@ func (r *Runner) Cancel(ctx context.Context, id mixmaster.JobID) (*mixmaster.Job
 	if job.Status.Done() {
 		return nil, mixmaster.Errorf(mixmaster.ECONFLICT, "job %d already %s", id, job.Status)
 	}
-	if cancel, running := r.running[id]; running {
-		cancel(errCanceled)
+	if r.cancelRunning(id, false) {
 		return job, nil
 	}
-	job, err = r.Store.CancelQueued(ctx, id, "canceled before it started")
+	canceled, err := r.Store.CancelQueued(ctx, id, "canceled before it started")
+	if mixmaster.ErrorCode(err) == mixmaster.ECONFLICT && r.cancelRunning(id, true) {
+		// It left the queue for a slot between the two looks.
+		return job, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	r.publish(id, job.Status)
-	return job, nil
+	r.publish(id, canceled.Status)
+	return canceled, nil
+}
+
+// cancelRunning stops the job when it runs here and reports whether it
+// did. With wait, a claim in progress is waited for first, since the job
+// may be the one being claimed.
+func (r *Runner) cancelRunning(id mixmaster.JobID, wait bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if wait && r.claiming {
+		for claims := r.claims; r.claims == claims; {
+			r.claimed.Wait()
+		}
+	}
+	cancel, ok := r.running[id]
+	if ok {
+		cancel(errCanceled)
+	}
+	return ok
 }
 
 // Running returns the number of jobs running now.
@@ -206,13 +234,29 @@ func (r *Runner) dispatch() {
 }
 
 // claimOne starts one job if a slot is free and a runnable job is queued.
+// Only the dispatcher calls it, so only job ends change the slots while
+// the store claims: they free slots and checkouts, which at worst leaves a
+// runnable job for the next round.
 func (r *Runner) claimOne() bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.free == 0 || r.ctx.Err() != nil {
+		r.mu.Unlock()
 		return false
 	}
-	job, err := r.Store.Claim(r.ctx, func(j *mixmaster.Job) bool { return !r.busy[lockKey(j)] })
+	r.claiming = true
+	r.mu.Unlock()
+
+	job, err := r.Store.Claim(r.ctx, func(j *mixmaster.Job) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return !r.busy[lockKey(j)]
+	})
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.claiming = false
+	r.claims++
+	defer r.claimed.Broadcast()
 	if err != nil {
 		if r.ctx.Err() == nil {
 			r.Logger.Error("claim job", "err", err)
@@ -344,11 +388,7 @@ func (r *Runner) runWebhook(ctx context.Context, job *mixmaster.Job, log mixmast
 		env = append(env, "SSH_AUTH_SOCK="+sock)
 	}
 
-	ref := job.Target
-	if job.Commit != "" {
-		ref = job.Commit
-	}
-	commit, err := r.SCM.Checkout(ctx, mixmaster.CheckoutSpec{URL: job.RepositoryURL, Ref: ref, Dir: checkout, Env: env}, log.Stdout())
+	commit, err := r.checkout(ctx, job, checkout, env, log)
 	if err != nil {
 		if o, stopped := r.stopped(ctx, timeout); stopped {
 			return o
@@ -356,6 +396,9 @@ func (r *Runner) runWebhook(ctx context.Context, job *mixmaster.Job, log mixmast
 		return errored("checkout: %s", checkoutMessage(err))
 	}
 	if _, err := r.Store.Update(ctx, job.ID, func(j *mixmaster.Job) { j.Commit = commit }); err != nil {
+		if o, stopped := r.stopped(ctx, timeout); stopped {
+			return o
+		}
 		return errored("record commit: %v", err)
 	}
 	job.Commit = commit
@@ -402,7 +445,7 @@ func (r *Runner) runWebhook(ctx context.Context, job *mixmaster.Job, log mixmast
 		"MIXMASTER_TARGET="+job.Target,
 		"MIXMASTER_TASK="+job.Task,
 		"MIXMASTER_COMMIT="+commit,
-		"MIXMASTER_REPOSITORY_URL="+job.RepositoryURL,
+		"MIXMASTER_REPOSITORY_URL="+mixmaster.RedactURL(job.RepositoryURL),
 		"MIXMASTER_VIEW_URL="+job.ViewURL,
 		"MIXMASTER_ARTIFACTS="+artifacts,
 		"MIXMASTER_CACHE="+cache,
@@ -425,6 +468,50 @@ func (r *Runner) runWebhook(ctx context.Context, job *mixmaster.Job, log mixmast
 	return o
 }
 
+// checkout makes dir a checkout of the job's commit, which must be on its
+// target. The SCM's lines are the service's, not the build's, and sit
+// between two status lines that a job page folds them under.
+func (r *Runner) checkout(ctx context.Context, job *mixmaster.Job, dir string, env []string, log mixmaster.Log) (string, error) {
+	ref := job.Target
+	if job.Commit != "" {
+		ref = job.Commit
+	}
+	repo := mixmaster.RedactURL(job.RepositoryURL)
+	log.Status("%s%s of %s", mixmaster.CheckoutBegin, ref, repo)
+	counted := &countingLog{CheckoutLog: log}
+	start := r.Now()
+	commit, err := r.SCM.Checkout(ctx, mixmaster.CheckoutSpec{
+		URL: job.RepositoryURL, Ref: ref, Branch: job.Target, Dir: dir, Env: env,
+	}, counted)
+	took := counted.summary(r.Now().Sub(start))
+	if err != nil {
+		log.Status("%s (%s)", mixmaster.CheckoutFailed, took)
+		return "", err
+	}
+	log.Status("%s%s of %s (%s)", mixmaster.CheckoutDone, commit[:min(len(commit), 8)], repo, took)
+	return commit, nil
+}
+
+// countingLog passes an SCM's lines on and counts its commands.
+type countingLog struct {
+	mixmaster.CheckoutLog
+	commands int
+}
+
+func (c *countingLog) Command(cmd string) {
+	c.commands++
+	c.CheckoutLog.Command(cmd)
+}
+
+// summary is "3 git commands, 0.4 s".
+func (c *countingLog) summary(took time.Duration) string {
+	noun := "commands"
+	if c.commands == 1 {
+		noun = "command"
+	}
+	return fmt.Sprintf("%d git %s, %.1f s", c.commands, noun, took.Seconds())
+}
+
 // exited turns a command's exit code into an outcome, once the files the
 // job kept are durable and within the size limit.
 func (r *Runner) exited(code int, artifacts string) mixmaster.Outcome {
@@ -437,12 +524,23 @@ func (r *Runner) exited(code int, artifacts string) mixmaster.Outcome {
 		o.Status = mixmaster.StatusFailed
 		o.Error = err.Error()
 		if errors.Is(err, errTooBig) {
-			// Keep the disk for builds that stay within bounds.
-			os.RemoveAll(artifacts)
-			os.MkdirAll(artifacts, 0o755)
+			// Keep the disk for builds that stay within bounds. Files
+			// that stay would fill it all the same: say so.
+			if err := dropArtifacts(artifacts); err != nil {
+				r.Logger.Error("remove over-limit artifacts", "dir", artifacts, "err", err)
+				o.Error += "; removing them failed: " + err.Error()
+			}
 		}
 	}
 	return o
+}
+
+// dropArtifacts empties the artifact folder of a job.
+func dropArtifacts(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return os.MkdirAll(dir, 0o755)
 }
 
 var errTooBig = errors.New("too big")

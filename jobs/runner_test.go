@@ -19,7 +19,7 @@ import (
 // fakeSCM "checks out" by creating the directory.
 type fakeSCM struct{}
 
-func (fakeSCM) Checkout(_ context.Context, spec mixmaster.CheckoutSpec, _ io.Writer) (string, error) {
+func (fakeSCM) Checkout(_ context.Context, spec mixmaster.CheckoutSpec, _ mixmaster.CheckoutLog) (string, error) {
 	return strings.Repeat("c", 40), os.MkdirAll(spec.Dir, 0o755)
 }
 
@@ -262,5 +262,27 @@ func TestRerun(t *testing.T) {
 	h.wait(t, again.ID, mixmaster.StatusSucceeded)
 	if list := h.svc.ListProjects(); len(list) != 1 || list[0].Name != "org/repo" || list[0].Kind != mixmaster.KindWebhook {
 		t.Errorf("ListProjects = %+v", list)
+	}
+}
+
+// A job whose repository came from a signed delivery runs again without
+// a new signature: the URL was proven when the job was accepted.
+func TestRerunKeepsSignedRepository(t *testing.T) {
+	unpinned := &mixmaster.Project{Name: "org/repo", Targets: map[string]string{"master": "make"}}
+	h := newHarness(t, 1, unpinned, func(context.Context, mixmaster.ExecSpec, io.Writer) (int, error) { return 0, nil })
+	j, _, err := h.svc.Submit(context.Background(), mixmaster.Request{
+		Project: "org/repo", Target: "master", RepositoryURL: "https://git.example.com/org/repo.git", Signed: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.start(t)
+	h.wait(t, j.ID, mixmaster.StatusSucceeded)
+	again, err := h.svc.Rerun(context.Background(), j.ID, mixmaster.TriggerUI)
+	if err != nil {
+		t.Fatalf("rerun of a signed delivery's job: %v", err)
+	}
+	if again.RepositoryURL != j.RepositoryURL {
+		t.Errorf("rerun repository = %q, want %q", again.RepositoryURL, j.RepositoryURL)
 	}
 }

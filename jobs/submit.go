@@ -20,9 +20,14 @@ type Service struct {
 	Projects Projects
 	// ProjectNames lists the webhook projects, for the catalog.
 	ProjectNames func() []string
-	// Backlog is how many queued jobs are allowed before new requests get
-	// EUNAVAILABLE; zero means no limit.
+	// Backlog is how many queued jobs an artifact request or a rerun may
+	// wait behind before it gets EUNAVAILABLE; zero means no limit. Their
+	// clients retry; this is back-pressure.
 	Backlog int
+	// WebhookBacklog is how many queued jobs a webhook request may wait
+	// behind before it gets EUNAVAILABLE; zero means no limit. Forges do
+	// not retry a refused delivery, so it is far deeper than Backlog.
+	WebhookBacklog int
 
 	// MinFree is the free space the build root's disk must keep for new
 	// builds to be accepted; zero means no check.
@@ -50,29 +55,35 @@ func (s *Service) Submit(ctx context.Context, r mixmaster.Request) (*mixmaster.J
 	if err != nil {
 		return nil, false, err
 	}
-	if err := s.checkBacklog(ctx); err != nil {
+	if err := s.admit(ctx, s.WebhookBacklog); err != nil {
 		return nil, false, err
 	}
 	return s.Store.CreateJob(ctx, job)
 }
 
-// checkBacklog refuses new work while the queue is full, or while the
-// build root's disk is nearly full: a build that fills it would fail, and
-// so might the commits of the builds already running.
+// checkBacklog admits artifact requests and reruns: see admit.
 func (s *Service) checkBacklog(ctx context.Context) error {
+	return s.admit(ctx, s.Backlog)
+}
+
+// admit refuses new work while limit jobs or more are queued (zero means
+// no limit), or while the build root's disk is nearly full: a build that
+// fills it would fail, and so might the commits of the builds already
+// running.
+func (s *Service) admit(ctx context.Context, limit int) error {
 	if s.MinFree > 0 && s.Root != "" {
 		if free, err := freeBytes(s.Root); err == nil && free < s.MinFree {
 			return mixmaster.Errorf(mixmaster.EUNAVAILABLE, "only %s free on the build root's disk (at least %s needed); builds resume when space is freed", mixmaster.FormatSize(free), mixmaster.FormatSize(s.MinFree))
 		}
 	}
-	if s.Backlog <= 0 {
+	if limit <= 0 {
 		return nil
 	}
 	n, err := s.Store.QueueLen(ctx)
 	if err != nil {
 		return err
 	}
-	if n >= s.Backlog {
+	if n >= limit {
 		return mixmaster.Errorf(mixmaster.EUNAVAILABLE, "build queue is full (%d jobs waiting); try again later", n)
 	}
 	return nil
@@ -118,6 +129,11 @@ func (s *Service) Plan(r mixmaster.Request) (*mixmaster.Job, error) {
 		}
 		if err := mixmaster.ValidateRepositoryURL(r.RepositoryURL, false); err != nil {
 			return nil, err
+		}
+		// The checkout runs with the deploy key: only the project's own
+		// forge, proven by its secret, may name the repository.
+		if !r.Signed {
+			return nil, mixmaster.Errorf(mixmaster.EUNPROCESSABLE, "The payload's repositoryUrl is used only for deliveries signed with the project's secret: set .repository for %s in the config, or a .secret (or webhookSecret) and sign the webhook", p.Name)
 		}
 		url = r.RepositoryURL
 	}

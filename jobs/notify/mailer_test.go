@@ -274,6 +274,34 @@ func TestSMTPStartFinishFailure(t *testing.T) {
 	}
 }
 
+// TestMailHidesCredentials sends a failure mail about a job whose URLs
+// carry a password and checks that the relay never sees it.
+func TestMailHidesCredentials(t *testing.T) {
+	r := startRelay(t)
+	logger, logs := newLogger()
+	m := &Mailer{To: "dev@example.com", SMTPHost: "127.0.0.1", SMTPPort: r.Port, Logger: logger, Timeout: 5 * time.Second}
+	defer m.Close()
+	job := testJob()
+	job.Status = mixmaster.StatusErrored
+	job.RepositoryURL = "https://ci:s3cret@git.example/acme/site.git"
+	job.ViewURL = "https://ci:s3cret@git.example/acme/site/commit/0123456789"
+	job.Error = "checkout: commit 01234567 is not on branch production"
+	m.Notify(t.Context(), mixmaster.Notification{Kind: mixmaster.NotifyFailure, Job: job, Log: "# Checking out production of https://xxxxx@git.example/acme/site.git\n"})
+	m.Wait()
+
+	msgs := r.messages()
+	if len(msgs) != 1 {
+		t.Fatalf("relay got %d messages, want 1; log:\n%s", len(msgs), logs)
+	}
+	p := parse(t, msgs[0].Data)
+	if !strings.Contains(p.Body, "\nhttps://xxxxx@git.example/acme/site/commit/0123456789\n") {
+		t.Errorf("the view URL is not shown redacted:\n%s", p.Body)
+	}
+	if strings.Contains(string(msgs[0].Data), "s3cret") {
+		t.Errorf("the mail shows the password:\n%s", msgs[0].Data)
+	}
+}
+
 func TestNoMailWhenNotWanted(t *testing.T) {
 	for _, tc := range []struct {
 		name   string

@@ -43,7 +43,8 @@ func body(n mixmaster.Notification, logLimit int) string {
 		}
 	}
 	if j.ViewURL != "" {
-		b.WriteString("\n\n" + j.ViewURL)
+		// A payload's view URL may carry a token, as clone URLs do.
+		b.WriteString("\n\n" + mixmaster.RedactURL(j.ViewURL))
 	}
 	if n.Kind == mixmaster.NotifyStart {
 		if msg := strings.TrimSpace(j.Message); msg != "" {
