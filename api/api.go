@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +18,11 @@ import (
 // DefaultBodyLimit caps request bodies when Handler.BodyLimit is zero. Gitea
 // push payloads with many commits stay well below it.
 const DefaultBodyLimit int64 = 1 << 20
+
+// DefaultBodyTimeout bounds the arrival of a request body when
+// Handler.BodyTimeout is zero. A megabyte takes well under a second on any
+// link a forge uses; a client that trickles is holding a connection open.
+const DefaultBodyTimeout = 30 * time.Second
 
 // Handler serves the webhook endpoints and the JSON API. Its fields are set
 // before Register is called and not changed afterwards.
@@ -44,6 +50,9 @@ type Handler struct {
 	Logger *slog.Logger
 	// BodyLimit caps POST bodies in bytes; zero means DefaultBodyLimit.
 	BodyLimit int64
+	// BodyTimeout is how long a POST body may take to arrive, from the
+	// end of its headers; zero means DefaultBodyTimeout.
+	BodyTimeout time.Duration
 
 	// Backup writes a consistent copy of the database, for GET
 	// /api/v1/backup; without it the route is absent.
@@ -158,7 +167,7 @@ func (h *Handler) rerunJob(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusAccepted, job)
+	return c.JSON(http.StatusAccepted, shown(job))
 }
 
 func (h *Handler) logger() *slog.Logger {
@@ -176,13 +185,23 @@ func (h *Handler) bodyLimit() int64 {
 }
 
 // limitBody refuses bodies over limit bytes: at once when Content-Length
-// says so, and while reading otherwise (chunked bodies have no length).
+// says so, and while reading otherwise (chunked bodies have no length). It
+// also bounds the time the body may take to arrive. The server has no
+// ReadTimeout, since that would also cut the log streams, so this read
+// deadline is what stops a client that trickles its body; readBody lifts
+// it once the body is in.
 func (h *Handler) limitBody(limit int64) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			r := c.Request()
 			if r.ContentLength > limit {
+				// Else the server would read on through the body it
+				// refuses, for as long as the client trickles it.
+				_ = setReadDeadline(c, time.Now())
 				return tooLarge(limit)
+			}
+			if err := setReadDeadline(c, time.Now().Add(h.bodyTimeout())); err != nil {
+				return fmt.Errorf("bound body read: %w", err)
 			}
 			r.Body = http.MaxBytesReader(c.Response(), r.Body, limit)
 			return next(c)
@@ -190,11 +209,31 @@ func (h *Handler) limitBody(limit int64) echo.MiddlewareFunc {
 	}
 }
 
+func (h *Handler) bodyTimeout() time.Duration {
+	if h.BodyTimeout > 0 {
+		return h.BodyTimeout
+	}
+	return DefaultBodyTimeout
+}
+
+// setReadDeadline sets the read deadline of the request's connection;
+// writers without one (tests' recorders) need none.
+func setReadDeadline(c echo.Context, t time.Time) error {
+	err := http.NewResponseController(c.Response().Writer).SetReadDeadline(t)
+	if errors.Is(err, http.ErrNotSupported) {
+		return nil
+	}
+	return err
+}
+
 func tooLarge(limit int64) error {
 	return mixmaster.Errorf(mixmaster.ETOOLARGE, "Request body too large (limit %d bytes).", limit)
 }
 
-// readBody reads the whole request body, which limitBody has bounded.
+// readBody reads the whole request body, which limitBody has bounded in
+// size and time. Once it is in, the deadline is lifted, so that a handler
+// that then waits long (for a build, say) keeps its connection whatever
+// the server does with deadlines of its own.
 func readBody(c echo.Context) ([]byte, error) {
 	b, err := io.ReadAll(c.Request().Body)
 	if err != nil {
@@ -206,8 +245,14 @@ func readBody(c echo.Context) ([]byte, error) {
 		if errors.As(err, &he) {
 			return nil, he
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, mixmaster.Errorf(mixmaster.ETIMEOUT, "The request body did not arrive in time.")
+		}
 		// Almost always a client that hung up mid-body.
 		return nil, mixmaster.Errorf(mixmaster.EINVALID, "Could not read the request body.")
+	}
+	if err := setReadDeadline(c, time.Time{}); err != nil {
+		return nil, fmt.Errorf("lift body deadline: %w", err)
 	}
 	return b, nil
 }

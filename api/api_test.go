@@ -69,6 +69,11 @@ func serve(e *echo.Echo, method, target, body string, headers ...string) *httpte
 	return rec
 }
 
+// postJSON posts a webhook delivery as JSON, as forges send it.
+func postJSON(e *echo.Echo, target, body string, headers ...string) *httptest.ResponseRecorder {
+	return serve(e, http.MethodPost, target, body, append([]string{"Content-Type", "application/json"}, headers...)...)
+}
+
 // recordingSubmitter accepts every request as job id, remembering them.
 type recordingSubmitter struct {
 	mu      sync.Mutex
@@ -200,7 +205,7 @@ func TestLightweightAccepted(t *testing.T) {
 func TestLightweightRedelivery(t *testing.T) {
 	sub := &recordingSubmitter{id: 3, created: false}
 	e, _ := newEcho(t, &Handler{Submitter: sub.fake()})
-	a := mustAccepted(t, serve(e, http.MethodPost, "/", `{"project":"p","target":"main"}`), http.StatusOK)
+	a := mustAccepted(t, postJSON(e, "/", `{"project":"p","target":"main"}`), http.StatusOK)
 	if a.ID != 3 {
 		t.Errorf("id = %d, want 3", a.ID)
 	}
@@ -225,7 +230,7 @@ func TestLightweightNotifications(t *testing.T) {
 			if tc.value != "" {
 				body = `{"project":"p","target":"main","notifications":` + tc.value + `}`
 			}
-			mustAccepted(t, serve(e, http.MethodPost, "/", body), http.StatusAccepted)
+			mustAccepted(t, postJSON(e, "/", body), http.StatusAccepted)
 			if got := sub.requests(); len(got) != 1 || got[0].Notify != tc.want {
 				t.Errorf("submitted %+v, want Notify %v", got, tc.want)
 			}
@@ -254,7 +259,7 @@ func TestLightweightRejected(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, _ := newEcho(t, &Handler{Submitter: refusingSubmitter(t)})
-			rec := serve(e, http.MethodPost, "/", tc.body)
+			rec := postJSON(e, "/", tc.body)
 			if tc.msg == "" {
 				if rec.Code != tc.status || !strings.HasPrefix(rec.Body.String(), "Malformed JSON") {
 					t.Errorf("got %d %q", rec.Code, rec.Body.String())
@@ -268,7 +273,7 @@ func TestLightweightRejected(t *testing.T) {
 
 func TestMalformedBodyNotEchoed(t *testing.T) {
 	e, _ := newEcho(t, &Handler{Submitter: refusingSubmitter(t)})
-	rec := serve(e, http.MethodPost, "/", `{"project": "p", "token": "s3cr3t-value" oops}`)
+	rec := postJSON(e, "/", `{"project": "p", "token": "s3cr3t-value" oops}`)
 	if rec.Code != http.StatusBadRequest {
 		t.Fatalf("status = %d", rec.Code)
 	}
@@ -290,6 +295,7 @@ func TestBodyLimit(t *testing.T) {
 				body = io.MultiReader(body) // hides the length
 			}
 			req := httptest.NewRequest(http.MethodPost, "/gitea", body)
+			req.Header.Set("Content-Type", "application/json")
 			if !tc.chunked && req.ContentLength != int64(len(big)) || tc.chunked && req.ContentLength != -1 {
 				t.Fatalf("ContentLength = %d", req.ContentLength)
 			}
@@ -344,7 +350,7 @@ func TestSubmitErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			sub := &recordingSubmitter{err: tc.err}
 			e, _ := newEcho(t, &Handler{Submitter: sub.fake()})
-			wantText(t, serve(e, http.MethodPost, "/", `{"project":"p","target":"main"}`), tc.status, tc.msg+"\n")
+			wantText(t, postJSON(e, "/", `{"project":"p","target":"main"}`), tc.status, tc.msg+"\n")
 		})
 	}
 }
@@ -353,19 +359,19 @@ func TestInternalErrorHidden(t *testing.T) {
 	sub := &recordingSubmitter{err: errors.New("open /var/lib/secret/db: permission denied")}
 	e, logs := newEcho(t, &Handler{Submitter: sub.fake()})
 
-	rec := serve(e, http.MethodPost, "/", `{"project":"p","target":"main"}`)
+	rec := postJSON(e, "/", `{"project":"p","target":"main"}`)
 	wantText(t, rec, http.StatusInternalServerError, "Internal error.\n")
 	if !strings.Contains(logs.String(), "permission denied") {
 		t.Errorf("the real error was not logged; log: %s", logs.String())
 	}
 
-	rec = serve(e, http.MethodPost, "/", `{"project":"p","target":"main"}`, "Accept", "application/json")
+	rec = postJSON(e, "/", `{"project":"p","target":"main"}`, "Accept", "application/json")
 	wantJSONError(t, rec, http.StatusInternalServerError, "Internal error.")
 }
 
 func TestErrorAsJSONWhenAsked(t *testing.T) {
 	e, _ := newEcho(t, &Handler{Submitter: refusingSubmitter(t)})
-	rec := serve(e, http.MethodPost, "/", `{}`, "Accept", "application/json, text/plain")
+	rec := postJSON(e, "/", `{}`, "Accept", "application/json, text/plain")
 	wantJSONError(t, rec, http.StatusUnprocessableEntity, "project not specified")
 }
 
@@ -389,7 +395,7 @@ func TestJobURL(t *testing.T) {
 func TestUnknownCodeLoggedAsError(t *testing.T) {
 	sub := &recordingSubmitter{err: mixmaster.Errorf("weird", "do not show")}
 	e, logs := newEcho(t, &Handler{Submitter: sub.fake()})
-	wantText(t, serve(e, http.MethodPost, "/", `{"project":"p","target":"main"}`), http.StatusInternalServerError, "Internal error.\n")
+	wantText(t, postJSON(e, "/", `{"project":"p","target":"main"}`), http.StatusInternalServerError, "Internal error.\n")
 	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "do not show") {
 		t.Errorf("log: %s", logs.String())
 	}

@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +48,20 @@ type Auth struct {
 	// TrustedNetworks are client addresses treated as signed in, for
 	// clients that cannot send a token (the unchanged mistry client).
 	TrustedNetworks []netip.Prefix
+	// Hosts are the names the service answers to ("build.example.com",
+	// "host:port" too; the port is ignored), besides localhost and IP
+	// literals, which it always answers to. A loopback client naming any
+	// other host gets no trust from its address: that is a page on a name
+	// its owner pointed at 127.0.0.1 (DNS rebinding).
+	Hosts []string
+	// TrustedProxies are the reverse proxies whose X-Forwarded-Proto is
+	// believed, so that a login through an HTTPS proxy gets a Secure
+	// cookie. They are the proxies given to TrustedProxyExtractor.
+	TrustedProxies []netip.Prefix
+	// LoginConcurrency caps the password checks running at once, so that
+	// guessing cannot take every CPU; zero means half the CPUs, at least
+	// one.
+	LoginConcurrency int
 	// Key signs session cookies. When nil a random key is made, so that
 	// sessions end with the process; the command keeps a stable one in the
 	// build root.
@@ -60,7 +76,17 @@ type Auth struct {
 
 	dummyOnce sync.Once
 	dummy     []byte
+
+	slotsOnce sync.Once
+	slots     chan struct{}
+	// slotWait is how long a login waits for a free check; zero means
+	// DefaultLoginWait. Tests shorten it.
+	slotWait time.Duration
 }
+
+// DefaultLoginWait is how long a login waits for a password check to
+// free up before it is told to come back.
+const DefaultLoginWait = 2 * time.Second
 
 var _ mixmaster.Authenticator = (*Auth)(nil)
 
@@ -73,12 +99,22 @@ func (a *Auth) Enabled() bool {
 // new session cookie: name|expiry|mac, where mac is an HMAC of the rest and
 // of the user's current hash, so that changing the password ends the
 // user's sessions.
+//
+// At most LoginConcurrency checks run at once; a login that finds none
+// free within DefaultLoginWait gets EUNAVAILABLE.
 func (a *Auth) Login(name, password string) (string, error) {
+	release, err := a.checkSlot()
+	if err != nil {
+		return "", err
+	}
+	defer release()
 	hash, ok := a.Users[name]
 	if !ok {
 		// Spend as long as a real check would, so that the answer's timing
 		// does not tell which names exist.
-		_ = bcrypt.CompareHashAndPassword(a.dummyHash(), []byte(password))
+		if d := a.dummyHash(); d != nil {
+			_ = bcrypt.CompareHashAndPassword(d, []byte(password))
+		}
 		return "", wrongLogin()
 	}
 	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
@@ -93,22 +129,44 @@ func wrongLogin() error {
 	return mixmaster.Errorf(mixmaster.EUNAUTHORIZED, "Wrong name or password.")
 }
 
-// dummyHash is a hash no password matches, as costly to check as the
-// dearest configured one.
+// dummyHash is what a login of an unknown name is checked against: the
+// dearest configured hash, so that the check costs what a real one would.
+// The outcome is ignored, so it does not matter that a password matches
+// it. Nil when no hash is valid: then every real check fails at once too.
 func (a *Auth) dummyHash() []byte {
 	a.dummyOnce.Do(func() {
-		cost := bcrypt.DefaultCost
-		first := true
+		dearest := -1
 		for _, h := range a.Users {
-			if c, err := bcrypt.Cost([]byte(h)); err == nil && (first || c > cost) {
-				cost, first = c, false
+			if c, err := bcrypt.Cost([]byte(h)); err == nil && c > dearest {
+				dearest, a.dummy = c, []byte(h)
 			}
 		}
-		secret := make([]byte, 32)
-		rand.Read(secret)
-		a.dummy, _ = bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(secret)), cost)
 	})
 	return a.dummy
+}
+
+// checkSlot waits, briefly, for one of the LoginConcurrency password
+// checks and returns the function that frees it again.
+func (a *Auth) checkSlot() (release func(), err error) {
+	a.slotsOnce.Do(func() {
+		n := a.LoginConcurrency
+		if n <= 0 {
+			n = max(1, runtime.GOMAXPROCS(0)/2)
+		}
+		a.slots = make(chan struct{}, n)
+	})
+	wait := a.slotWait
+	if wait <= 0 {
+		wait = DefaultLoginWait
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case a.slots <- struct{}{}:
+		return func() { <-a.slots }, nil
+	case <-t.C:
+		return nil, mixmaster.Errorf(mixmaster.EUNAVAILABLE, "Too many sign-ins at once; try again in a moment.")
+	}
 }
 
 // sign returns the hex HMAC of payload and the user's hash.
@@ -199,6 +257,29 @@ func (a *Auth) SessionCookie(value string, secure bool) *http.Cookie {
 	}
 }
 
+// IsHTTPS reports whether r came over HTTPS: over TLS to this service, or
+// to a reverse proxy in TrustedProxies that says so in X-Forwarded-Proto.
+// Anyone else's X-Forwarded-Proto is ignored.
+func (a *Auth) IsHTTPS(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	peer, err := netip.ParseAddr(echo.ExtractIPDirect()(r))
+	if err != nil || !inAny(a.TrustedProxies, peer.Unmap().WithZone("")) {
+		return false
+	}
+	for _, v := range r.Header.Values(echo.HeaderXForwardedProto) {
+		for p := range strings.SplitSeq(v, ",") {
+			// Any https makes the cookie Secure: wrongly so only costs the
+			// login over plain HTTP, never exposes it.
+			if strings.EqualFold(strings.TrimSpace(p), "https") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // ClearCookie returns a cookie that removes the login from the browser.
 func (a *Auth) ClearCookie() *http.Cookie {
 	c := a.SessionCookie("", false)
@@ -209,9 +290,10 @@ func (a *Auth) ClearCookie() *http.Cookie {
 // Identify returns middleware that works out who sent each request and
 // stores it with mixmaster.WithUser: a bearer token, then a session
 // cookie, then a trusted network, then, only while no token or user is
-// configured, the loopback address. A bearer token that matches none is
-// refused at once, so a misconfigured client learns of it rather than
-// being treated as anonymous.
+// configured, the loopback address. A loopback client gets no trust from
+// its address unless it names one of this service's hosts (see Hosts). A
+// bearer token that matches none is refused at once, so a misconfigured
+// client learns of it rather than being treated as anonymous.
 func (a *Auth) Identify() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -244,18 +326,85 @@ func (a *Auth) identify(c echo.Context) (mixmaster.User, bool, error) {
 		}
 	}
 	ip := clientIP(c)
-	if !ip.IsValid() {
+	via, ok := a.addressTrust(ip)
+	if !ok || a.rebound(r, ip) {
 		return mixmaster.User{}, false, nil
 	}
-	for _, p := range a.TrustedNetworks {
-		if p.Contains(ip) {
-			return mixmaster.User{Via: ViaNetwork}, true, nil
+	return mixmaster.User{Via: via}, true, nil
+}
+
+// addressTrust is the trust ip earns by itself: a trusted network, or
+// loopback while no token or user is configured.
+func (a *Auth) addressTrust(ip netip.Addr) (via string, ok bool) {
+	switch {
+	case !ip.IsValid():
+		return "", false
+	case inAny(a.TrustedNetworks, ip):
+		return ViaNetwork, true
+	case !a.Enabled() && ip.IsLoopback():
+		return ViaLoopback, true
+	}
+	return "", false
+}
+
+// rebound reports whether a loopback client named a host that is not this
+// service's. A browser page on any name resolving to 127.0.0.1 is
+// same-origin to itself, so origin checks cannot tell it from a page of
+// ours; only its Host header gives it away.
+func (a *Auth) rebound(r *http.Request, ip netip.Addr) bool {
+	return ip.IsLoopback() && !a.ownHost(r.Host)
+}
+
+// ownHost reports whether a Host header names this service: localhost,
+// any IP literal (a page reached by address is the page of that address,
+// which no one can rebind), or one of Hosts, with any port. A request
+// without a Host is not a browser's.
+func (a *Auth) ownHost(hostport string) bool {
+	host := bareHost(hostport)
+	if host == "" || host == "localhost" {
+		return true
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	for _, h := range a.Hosts {
+		if bareHost(h) == host {
+			return true
 		}
 	}
-	if !a.Enabled() && ip.IsLoopback() {
-		return mixmaster.User{Via: ViaLoopback}, true, nil
+	return false
+}
+
+// bareHost is the lower-case host of a host[:port], without brackets or a
+// final dot.
+func bareHost(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		hostport = h
 	}
-	return mixmaster.User{}, false, nil
+	hostport = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
+	return strings.ToLower(strings.TrimSuffix(hostport, "."))
+}
+
+// foreignHost refuses an anonymous request that its address would have
+// let in, but for the host it named: telling it so is clearer than a
+// request to sign in.
+func (a *Auth) foreignHost(c echo.Context) error {
+	r := c.Request()
+	ip := clientIP(c)
+	if _, ok := a.addressTrust(ip); ok && a.rebound(r, ip) {
+		return mixmaster.Errorf(mixmaster.EFORBIDDEN, "Host %q is not a name this service answers to.", printable(r.Host))
+	}
+	return nil
+}
+
+// inAny reports whether one of prefixes contains ip.
+func inAny(prefixes []netip.Prefix, ip netip.Addr) bool {
+	for _, p := range prefixes {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // bearer returns the token of an "Authorization: Bearer" header. Other
@@ -317,6 +466,9 @@ func (a *Auth) RequireRead() echo.MiddlewareFunc {
 			if _, ok := mixmaster.UserFrom(c.Request().Context()); ok {
 				return next(c)
 			}
+			if err := a.foreignHost(c); err != nil {
+				return err
+			}
 			return signIn(c)
 		}
 	}
@@ -327,14 +479,16 @@ func (a *Auth) RequireRead() echo.MiddlewareFunc {
 // a page elsewhere must not act through a visitor's login, trusted
 // network or loopback address.
 func (a *Auth) RequireWrite() echo.MiddlewareFunc {
-	cop := http.NewCrossOriginProtection()
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if _, ok := mixmaster.UserFrom(c.Request().Context()); !ok {
+				if err := a.foreignHost(c); err != nil {
+					return err
+				}
 				return signIn(c)
 			}
-			if err := cop.Check(c.Request()); err != nil {
-				return mixmaster.Errorf(mixmaster.EFORBIDDEN, "Cross-origin request refused.")
+			if err := crossSite(c.Request()); err != nil {
+				return err
 			}
 			return next(c)
 		}
@@ -376,14 +530,7 @@ func LocalPath(p string) bool {
 // right-most X-Forwarded-For address that is not a proxy. Forwarded
 // addresses from anyone else are ignored, since any client can send them.
 func TrustedProxyExtractor(proxies []netip.Prefix) echo.IPExtractor {
-	trusted := func(ip netip.Addr) bool {
-		for _, p := range proxies {
-			if p.Contains(ip) {
-				return true
-			}
-		}
-		return false
-	}
+	trusted := func(ip netip.Addr) bool { return inAny(proxies, ip) }
 	direct := echo.ExtractIPDirect()
 	return func(r *http.Request) string {
 		peerStr := direct(r)

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -71,12 +72,18 @@ func authEcho(t testing.TB, a *Auth, extractor echo.IPExtractor) *echo.Echo {
 	return e
 }
 
-// send serves one request from remote (host:port). headers are name,
-// value pairs.
+// send serves one request from remote (host:port) to the service at
+// 127.0.0.1:8585. headers are name, value pairs; a "Host" pair names
+// another host.
 func send(e *echo.Echo, method, target, remote string, headers ...string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, target, nil)
 	req.RemoteAddr = remote
+	req.Host = "127.0.0.1:8585"
 	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i] == "Host" {
+			req.Host = headers[i+1]
+			continue
+		}
 		req.Header.Add(headers[i], headers[i+1])
 	}
 	rec := httptest.NewRecorder()
@@ -505,5 +512,101 @@ func TestAuthCrossOriginWrite(t *testing.T) {
 	rec = send(e, http.MethodPost, "/api/v1/jobs/1/cancel", "127.0.0.1:1", "Sec-Fetch-Site", "same-origin")
 	if rec.Code != http.StatusOK {
 		t.Errorf("same origin: %d %q", rec.Code, rec.Body.String())
+	}
+}
+
+func TestAuthRebindingHost(t *testing.T) {
+	// A page on evil.example, which its owner points at 127.0.0.1, talks
+	// to the service from the loopback address: its Host gives it away.
+	open := authEcho(t, &Auth{Hosts: []string{"build.example.com", "ci.example.com:8585"}}, echo.ExtractIPDirect())
+	for _, host := range []string{"evil.example", "evil.example:8585", "localhost.evil.example", "build.example.com.evil.example"} {
+		rec := send(open, http.MethodPost, "/api/v1/jobs/1/cancel", "127.0.0.1:1", "Host", host)
+		wantJSONError(t, rec, http.StatusForbidden, fmt.Sprintf("Host %q is not a name this service answers to.", host))
+		if got := whoami(t, open, "127.0.0.1:1", "Host", host); got != "nobody" {
+			t.Errorf("%s: %q", host, got)
+		}
+		rec = send(open, http.MethodGet, "/api/v1/jobs", "[::1]:1", "Host", host)
+		wantJSONError(t, rec, http.StatusForbidden, "")
+	}
+	for _, host := range []string{
+		"127.0.0.1:8585", "127.0.0.1", "127.3.4.5:80", "localhost", "LocalHost:8585", "localhost.",
+		"[::1]:8585", "[::1]", "192.0.2.4:8585", "build.example.com", "Build.Example.Com:443", "ci.example.com", "",
+	} {
+		if rec := send(open, http.MethodPost, "/api/v1/jobs/1/cancel", "127.0.0.1:1", "Host", host); rec.Code != http.StatusOK {
+			t.Errorf("cancel with Host %q: %d %q", host, rec.Code, rec.Body)
+		}
+		if got := whoami(t, open, "[::1]:1", "Host", host); got != "loopback:" {
+			t.Errorf("%q: %q", host, got)
+		}
+	}
+
+	// A stranger is asked to sign in whatever host it names.
+	rec := send(open, http.MethodPost, "/api/v1/jobs/1/cancel", stranger, "Host", "evil.example")
+	wantJSONError(t, rec, http.StatusUnauthorized, "Sign in or send a token.")
+}
+
+func TestAuthRebindingTrustedNetwork(t *testing.T) {
+	// A trusted network holding the loopback address is loopback too.
+	a := &Auth{
+		Tokens:          []string{"t"},
+		TrustedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/8")},
+	}
+	e := authEcho(t, a, echo.ExtractIPDirect())
+	rec := send(e, http.MethodPost, "/api/v1/jobs/1/rerun", "127.0.0.1:1", "Host", "evil.example")
+	wantJSONError(t, rec, http.StatusForbidden, `Host "evil.example" is not a name this service answers to.`)
+	if got := whoami(t, e, "127.0.0.1:1", "Host", "evil.example"); got != "nobody" {
+		t.Errorf("loopback network, foreign host: %q", got)
+	}
+	if got := whoami(t, e, "127.0.0.1:1", "Host", "localhost:8585"); got != "network:" {
+		t.Errorf("loopback network, localhost: %q", got)
+	}
+	// Other networks name the service by whatever their DNS calls it.
+	if got := whoami(t, e, "10.1.2.3:1", "Host", "buildbox.lan:8585"); got != "network:" {
+		t.Errorf("LAN network: %q", got)
+	}
+	// A token is no browser's ambient trust: it counts with any host.
+	if got := whoami(t, e, "127.0.0.1:1", "Host", "evil.example", "Authorization", "Bearer t"); got != "token:token" {
+		t.Errorf("token, foreign host: %q", got)
+	}
+	// Loopback is nobody special once tokens are set, so the ordinary
+	// answer stands.
+	closed := authEcho(t, &Auth{Tokens: []string{"t"}}, echo.ExtractIPDirect())
+	rec = send(closed, http.MethodPost, "/api/v1/jobs/1/cancel", "127.0.0.1:1", "Host", "evil.example")
+	wantJSONError(t, rec, http.StatusUnauthorized, "Sign in or send a token.")
+}
+
+func TestAuthRebindingThroughProxy(t *testing.T) {
+	// A proxy forwarding a client of this machine: the client's address
+	// decides, and the Host it asked for.
+	proxies := []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}
+	e := authEcho(t, &Auth{}, TrustedProxyExtractor(proxies))
+	if got := whoami(t, e, "192.0.2.1:1", "X-Forwarded-For", "127.0.0.1", "Host", "evil.example"); got != "nobody" {
+		t.Errorf("forwarded loopback, foreign host: %q", got)
+	}
+	if got := whoami(t, e, "192.0.2.1:1", "X-Forwarded-For", "127.0.0.1", "Host", "localhost"); got != "loopback:" {
+		t.Errorf("forwarded loopback, localhost: %q", got)
+	}
+}
+
+func TestAuthRebindingWebhook(t *testing.T) {
+	// A webhook without a signature is a write like any other.
+	a := &Auth{}
+	sub := &recordingSubmitter{id: 1, created: true}
+	h := &Handler{Submitter: sub.fake(), Auth: a, Secrets: func(string) string { return "" }}
+	e, _ := newEcho(t, h)
+	e.IPExtractor = echo.ExtractIPDirect()
+	e.Use(a.Identify())
+	for host, status := range map[string]int{"evil.example:8585": http.StatusUnauthorized, "localhost:8585": http.StatusAccepted} {
+		req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(lightweightBody))
+		req.RemoteAddr, req.Host = "127.0.0.1:4000", host
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		if rec.Code != status {
+			t.Errorf("Host %s: %d %q, want %d", host, rec.Code, rec.Body, status)
+		}
+	}
+	if n := len(sub.requests()); n != 1 {
+		t.Errorf("%d builds queued, want 1", n)
 	}
 }

@@ -11,11 +11,12 @@ import (
 	"mixmaster"
 )
 
-// Forgejo and GitHub-style senders name their headers differently; Gitea
-// sends several of these at once, so the first non-empty one wins.
+// Forgejo, GitHub and GitLab name their headers differently; Gitea sends
+// several of these at once, so the first non-empty one wins. A delivery id
+// makes a repeated delivery return the job of the first.
 var (
 	eventHeaders    = []string{"X-Gitea-Event", "X-Forgejo-Event", "X-GitHub-Event"}
-	deliveryHeaders = []string{"X-Gitea-Delivery", "X-Forgejo-Delivery", "X-GitHub-Delivery"}
+	deliveryHeaders = []string{"X-Gitea-Delivery", "X-Forgejo-Delivery", "X-GitHub-Delivery", "X-Gitlab-Event-UUID"}
 )
 
 // giteaPush holds the fields of a Gitea/Forgejo push payload that a build
@@ -39,23 +40,7 @@ type giteaPush struct {
 
 // gitea handles POST /gitea.
 func (h *Handler) gitea(c echo.Context) error {
-	body, err := readBody(c)
-	if err != nil {
-		return err
-	}
-	if err := h.checkSignature(c, body); err != nil {
-		return err
-	}
-	r, skip, err := decodeGitea(c.Request().Header, body)
-	if err != nil {
-		return err
-	}
-	if skip != "" {
-		// 200 rather than an error: the forge did nothing wrong, and its
-		// delivery log should not fill with failures for events we ignore.
-		return c.String(http.StatusOK, skip+"\n")
-	}
-	return h.submit(c, r)
+	return h.webhook(c, decodeGitea)
 }
 
 var (

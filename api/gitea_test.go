@@ -12,7 +12,7 @@ func TestGiteaPushAccepted(t *testing.T) {
 	sub := &recordingSubmitter{id: 12, created: true}
 	e, _ := newEcho(t, &Handler{Submitter: sub.fake()})
 
-	rec := serve(e, http.MethodPost, "/gitea", mustReadFile(t, "testdata/gitea.json"),
+	rec := postJSON(e, "/gitea", mustReadFile(t, "testdata/gitea.json"),
 		"Content-Type", "application/json",
 		"X-Gitea-Event", "push",
 		"X-Gitea-Delivery", "f6266f16-1bf3-46a5-9ea4-602e06ead473")
@@ -40,7 +40,7 @@ func TestGiteaPushAccepted(t *testing.T) {
 func TestGiteaRedelivery(t *testing.T) {
 	sub := &recordingSubmitter{id: 12, created: false}
 	e, _ := newEcho(t, &Handler{Submitter: sub.fake()})
-	rec := serve(e, http.MethodPost, "/gitea", mustReadFile(t, "testdata/gitea.json"),
+	rec := postJSON(e, "/gitea", mustReadFile(t, "testdata/gitea.json"),
 		"X-Forgejo-Event", "push", "X-Forgejo-Delivery", "d-1")
 	a := mustAccepted(t, rec, http.StatusOK)
 	if a.ID != 12 {
@@ -56,7 +56,7 @@ func TestGiteaRedelivery(t *testing.T) {
 func TestGiteaOriginalFixture(t *testing.T) {
 	sub := &recordingSubmitter{id: 1, created: true}
 	e, _ := newEcho(t, &Handler{Submitter: sub.fake()})
-	mustAccepted(t, serve(e, http.MethodPost, "/gitea", mustReadFile(t, "testdata/gitea-original.json")), http.StatusAccepted)
+	mustAccepted(t, postJSON(e, "/gitea", mustReadFile(t, "testdata/gitea-original.json")), http.StatusAccepted)
 	got := sub.requests()
 	if len(got) != 1 {
 		t.Fatalf("submitted %d requests", len(got))
@@ -93,7 +93,7 @@ func TestGiteaSkipped(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, _ := newEcho(t, &Handler{Submitter: refusingSubmitter(t)})
-			wantText(t, serve(e, http.MethodPost, "/gitea", tc.body, tc.headers...), http.StatusOK, tc.reply)
+			wantText(t, postJSON(e, "/gitea", tc.body, tc.headers...), http.StatusOK, tc.reply)
 		})
 	}
 }
@@ -115,7 +115,7 @@ func TestGiteaRejected(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, _ := newEcho(t, &Handler{Submitter: refusingSubmitter(t)})
-			wantText(t, serve(e, http.MethodPost, "/gitea", tc.body, "X-Gitea-Event", "push"), tc.status, tc.msg)
+			wantText(t, postJSON(e, "/gitea", tc.body, "X-Gitea-Event", "push"), tc.status, tc.msg)
 		})
 	}
 }

@@ -50,9 +50,9 @@ func (h *Handler) listJobs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	page := jobList{Jobs: jobs}
-	if page.Jobs == nil {
-		page.Jobs = []*mixmaster.Job{} // [] rather than null for clients
+	page := jobList{Jobs: make([]*mixmaster.Job, len(jobs))} // [] rather than null for clients
+	for i, j := range jobs {
+		page.Jobs[i] = shown(j)
 	}
 	// A full page may have a successor; a short one certainly has not.
 	if len(jobs) == f.Limit {
@@ -67,7 +67,19 @@ func (h *Handler) getJob(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, job)
+	return c.JSON(http.StatusOK, shown(job))
+}
+
+// shown is the copy of a job that a reply carries: a clone URL may hold
+// a token or a password (https://user:secret@host/…), which is hidden.
+// Every reply about a job goes through it.
+func shown(job *mixmaster.Job) *mixmaster.Job {
+	if job == nil {
+		return nil
+	}
+	c := *job
+	c.RepositoryURL = mixmaster.RedactURL(job.RepositoryURL)
+	return &c
 }
 
 // job reads the job the :id route parameter names.
@@ -96,7 +108,7 @@ func (h *Handler) cancelJob(c echo.Context) error {
 	if !job.Status.Done() {
 		status = http.StatusAccepted
 	}
-	return c.JSON(status, job)
+	return c.JSON(status, shown(job))
 }
 
 // jobID parses the :id route parameter.

@@ -16,18 +16,23 @@ import (
 
 const textPlain = "text/plain; charset=utf-8"
 
-// jobLog handles GET /api/v1/jobs/:id/log[?follow=1]: the log as plain
-// text, either as it is now or followed until the job is over.
+// jobLog handles GET /api/v1/jobs/:id/log[?follow=1][&color=1]: the log
+// as plain text, either as it is now or followed until the job is over.
+// Build output is meant for a terminal and may hold sequences that drive
+// it (move the cursor, set the title, plant links): they are dropped, and
+// so are colours unless color=1 asks for them.
 func (h *Handler) jobLog(c echo.Context) error {
 	id, err := jobID(c)
 	if err != nil {
 		return err
 	}
-	follow := false
-	if s := c.QueryParam("follow"); s != "" {
-		if follow, err = strconv.ParseBool(s); err != nil {
-			return mixmaster.Errorf(mixmaster.EINVALID, "follow must be 1, 0, true or false.")
-		}
+	follow, err := boolParam(c, "follow")
+	if err != nil {
+		return err
+	}
+	color, err := boolParam(c, "color")
+	if err != nil {
+		return err
 	}
 	ctx := c.Request().Context()
 	// Asking the store first makes an unknown job a 404 rather than an
@@ -36,7 +41,7 @@ func (h *Handler) jobLog(c echo.Context) error {
 		return err
 	}
 	if follow {
-		return h.followLog(c, id)
+		return h.followLog(c, id, color)
 	}
 
 	f, err := h.Logs.Open(id)
@@ -47,14 +52,34 @@ func (h *Handler) jobLog(c echo.Context) error {
 		return err
 	}
 	defer f.Close()
-	c.Response().Header().Set("X-Content-Type-Options", "nosniff")
-	return c.Stream(http.StatusOK, textPlain, f)
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, textPlain)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	tw := mixmaster.NewTerminalWriter(w, color)
+	if _, err := io.Copy(tw, f); err != nil {
+		return fmt.Errorf("send log: %w", err)
+	}
+	return tw.Close()
 }
 
-// followLog streams the log of job id as plain text: what exists, then
-// whatever is appended, until the job is final and everything has been
-// sent.
-func (h *Handler) followLog(c echo.Context, id mixmaster.JobID) error {
+// boolParam reads an optional boolean query parameter.
+func boolParam(c echo.Context, name string) (bool, error) {
+	s := c.QueryParam(name)
+	if s == "" {
+		return false, nil
+	}
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, mixmaster.Errorf(mixmaster.EINVALID, "%s must be 1, 0, true or false.", name)
+	}
+	return v, nil
+}
+
+// followLog streams the log of job id as plain text, made safe for a
+// terminal: what exists, then whatever is appended, until the job is
+// final and everything has been sent.
+func (h *Handler) followLog(c echo.Context, id mixmaster.JobID, color bool) error {
 	release, err := h.acquireStream()
 	if err != nil {
 		return err
@@ -65,13 +90,21 @@ func (h *Handler) followLog(c echo.Context, id mixmaster.JobID) error {
 		return nil // the client is gone
 	}
 	ctx := c.Request().Context()
-	w := c.Response()
+	tw := mixmaster.NewTerminalWriter(c.Response(), color)
 	_, err = h.follow(ctx, id, 0, func(p []byte) error {
-		if _, err := w.Write(p); err != nil {
+		if _, err := tw.Write(p); err != nil {
 			return err
 		}
 		return flush()
 	}, nil)
+	if err == nil {
+		if err = tw.Close(); err == nil {
+			err = flush()
+		}
+		if err != nil {
+			err = fmt.Errorf("%w: %w", errWrite, err)
+		}
+	}
 	h.followEnded(ctx, id, err)
 	return nil // the status line is sent; ending the body is all we can do
 }

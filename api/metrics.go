@@ -1,7 +1,11 @@
 package api
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,14 +35,14 @@ var _ mixmaster.Metrics = (*Metrics)(nil)
 // NewMetrics registers the metrics with reg and returns them. reg is also
 // what the handler serves when it is a prometheus.Gatherer (a
 // *prometheus.Registry is both); otherwise the default gatherer is served.
-// A nil reg gets a registry of its own. queueDepth and hosted, when not
-// nil, are called at each scrape: the number of queued jobs, and the
-// number of kept builds per project. The Go and process collectors are
-// the caller's to add.
+// A nil reg gets a registry of its own. queueLen and hosted, when not
+// nil, are called at each scrape: the number of queued jobs (the store's
+// QueueLen), and the number of kept builds per project. The Go and
+// process collectors are the caller's to add.
 //
 // Counters are named without the _total suffix, as mistry named them; the
 // classic text format shows them as they are named.
-func NewMetrics(reg prometheus.Registerer, queueDepth func() float64, hosted func() map[string]float64) *Metrics {
+func NewMetrics(reg prometheus.Registerer, queueLen func(context.Context) (int, error), hosted func() map[string]float64) *Metrics {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
@@ -65,11 +69,11 @@ func NewMetrics(reg prometheus.Registerer, queueDepth func() float64, hosted fun
 		}, []string{"project", "status"}),
 	}
 	reg.MustRegister(m.started, m.finished, m.coalesced, m.incremental, m.cached, m.succeeded, m.failed, m.jobs)
-	if queueDepth != nil {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: "mixmaster", Name: "queue_depth",
-			Help: "Jobs waiting in the queue.",
-		}, queueDepth))
+	if queueLen != nil {
+		reg.MustRegister(&queueCollector{
+			desc: prometheus.NewDesc("mixmaster_queue_depth", "Jobs waiting in the queue.", nil, nil),
+			fn:   queueLen,
+		})
 	}
 	if hosted != nil {
 		reg.MustRegister(&hostedCollector{
@@ -153,4 +157,33 @@ func (c *hostedCollector) Collect(ch chan<- prometheus.Metric) {
 	for project, n := range c.fn() {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, n, project)
 	}
+}
+
+// queueCollector reports mixmaster_queue_depth. When the store cannot
+// count the queue the sample is left out, not shown as 0 (an empty queue
+// is good news), the scrape reports the error, and the log says so once
+// per failing spell rather than at every scrape.
+type queueCollector struct {
+	desc    *prometheus.Desc
+	fn      func(context.Context) (int, error)
+	failing atomic.Bool
+}
+
+// Describe implements prometheus.Collector.
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	n, err := c.fn(context.Background())
+	if err != nil {
+		if !c.failing.Swap(true) {
+			slog.Warn("metrics: cannot count the queue; queue_depth left out until it can", "err", err)
+		}
+		ch <- prometheus.NewInvalidMetric(c.desc, fmt.Errorf("count queued jobs: %w", err))
+		return
+	}
+	if c.failing.Swap(false) {
+		slog.Info("metrics: counting the queue again")
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n))
 }

@@ -1,8 +1,12 @@
 package api
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,7 +17,7 @@ import (
 
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg, func() float64 { return 3 }, func() map[string]float64 { return map[string]float64{"ok": 2} })
+	m := NewMetrics(reg, func(context.Context) (int, error) { return 3, nil }, func() map[string]float64 { return map[string]float64{"ok": 2} })
 
 	m.BuildRequested("ok")
 	m.BuildRequested("ok")
@@ -104,5 +108,41 @@ func TestMetricsOptional(t *testing.T) {
 	// A nil registerer gets a registry of its own.
 	if NewMetrics(nil, nil, nil).Handler() == nil {
 		t.Error("no handler")
+	}
+}
+
+// A queue that cannot be counted is left out of the scrape, not shown as
+// empty, and said so once in the log, however often it is scraped.
+func TestMetricsQueueLenError(t *testing.T) {
+	var logs syncBuffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
+	t.Cleanup(func() { slog.SetDefault(old) })
+
+	var fail atomic.Bool
+	fail.Store(true)
+	m := NewMetrics(prometheus.NewRegistry(), func(context.Context) (int, error) {
+		if fail.Load() {
+			return 0, errors.New("database not open")
+		}
+		return 4, nil
+	}, nil)
+	m.BuildRequested("ok")
+	e, _ := newEcho(t, &Handler{Metrics: m})
+	for range 3 {
+		rec := serve(e, http.MethodGet, "/metrics", "")
+		if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `mistry_builds_started{project="ok"} 1`) {
+			t.Fatalf("the other metrics are lost: %d %s", rec.Code, rec.Body)
+		}
+		if strings.Contains(rec.Body.String(), "mixmaster_queue_depth") {
+			t.Fatalf("a queue depth is reported without a count:\n%s", rec.Body)
+		}
+	}
+	if n := strings.Count(logs.String(), "database not open"); n != 1 {
+		t.Errorf("logged %d times, want once:\n%s", n, logs.String())
+	}
+	fail.Store(false)
+	if rec := serve(e, http.MethodGet, "/metrics", ""); !strings.Contains(rec.Body.String(), "mixmaster_queue_depth 4\n") {
+		t.Errorf("queue depth not back:\n%s", rec.Body)
 	}
 }

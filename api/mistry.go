@@ -144,12 +144,22 @@ func (h *Handler) logTail(id mixmaster.JobID, limit int64) (string, error) {
 }
 
 // stderrText returns the text of the log lines marked "!" (the command's
-// standard error), one per line.
+// standard error), one per line. An executor that keeps the order of the
+// output gives the command one stream for both (the shell's), so its log
+// has no "!" lines: then the whole output is what the error logs are.
 func stderrText(log string) string {
+	if text := markedText(log, '!'); text != "" {
+		return text
+	}
+	return markedText(log, 'O')
+}
+
+// markedText returns the text of the log lines with the given mark.
+func markedText(log string, mark byte) string {
 	var b strings.Builder
 	for line := range strings.Lines(log) {
 		line = strings.TrimSuffix(line, "\n")
-		if len(line) < logStampWidth+2 || line[logStampWidth] != ' ' || line[logStampWidth+1] != '!' {
+		if len(line) < logStampWidth+2 || line[logStampWidth] != ' ' || line[logStampWidth+1] != mark {
 			continue
 		}
 		text := line[logStampWidth+2:]
@@ -298,29 +308,17 @@ func (h *Handler) showJob(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	job = shown(job)
 	req := c.Request()
 	ct, _, _ := mime.ParseMediaType(req.Header.Get(echo.HeaderContentType))
 	if ct == echo.MIMEApplicationJSON || wantsJSON(req) {
-		return c.JSON(http.StatusOK, jobView{
-			ID:        job.ID.String(),
-			Project:   job.Project,
-			State:     state(job),
-			BuildInfo: h.buildInfo(job, mixmaster.ArtifactResult{}, true),
-			Job:       job,
-		})
+		return c.JSON(http.StatusOK, h.viewOf(job))
 	}
 	if h.JobPage != nil {
 		return h.JobPage(c, job)
 	}
 	var b bytes.Buffer
-	err = jobPage.Execute(&b, jobView{
-		ID:        job.ID.String(),
-		Project:   job.Project,
-		State:     state(job),
-		BuildInfo: h.buildInfo(job, mixmaster.ArtifactResult{}, true),
-		Job:       job,
-	})
-	if err != nil {
+	if err := jobPage.Execute(&b, h.viewOf(job)); err != nil {
 		return fmt.Errorf("render job page: %w", err)
 	}
 	hd := c.Response().Header()
@@ -328,6 +326,17 @@ func (h *Handler) showJob(c echo.Context) error {
 	// The page shows build output; nothing in it may run or load.
 	hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
 	return c.HTMLBlob(http.StatusOK, b.Bytes())
+}
+
+// viewOf describes a job, with the end of its log.
+func (h *Handler) viewOf(job *mixmaster.Job) jobView {
+	return jobView{
+		ID:        job.ID.String(),
+		Project:   job.Project,
+		State:     state(job),
+		BuildInfo: h.buildInfo(job, mixmaster.ArtifactResult{}, true),
+		Job:       job,
+	}
 }
 
 // jobPage is the page GET /job/… shows when no dashboard renders it.

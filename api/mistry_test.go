@@ -528,6 +528,13 @@ func TestStderrText(t *testing.T) {
 	if got := stderrText(log); got != want {
 		t.Errorf("stderrText = %q, want %q", got, want)
 	}
+	// One stream for both: the whole output is the error log.
+	merged := "2026-11-21T00:46:56.295Z # Build started\n" +
+		"2026-11-21T00:46:56.295Z O this is stdout\n" +
+		"2026-11-21T00:46:56.295Z O sh: missing_command: not found\n"
+	if got, want := stderrText(merged), "this is stdout\nsh: missing_command: not found\n"; got != want {
+		t.Errorf("stderrText of a merged stream = %q, want %q", got, want)
+	}
 }
 
 func TestIndex(t *testing.T) {

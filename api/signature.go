@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
 	"net/http"
 	"strings"
 
@@ -14,44 +13,33 @@ import (
 	"mixmaster"
 )
 
-// checkSignature authorizes a webhook delivery before its body is acted
-// on. A project with a secret (its .secret, else the global
-// webhookSecret) accepts only deliveries signed with it; the body is read
-// for the project's name first, and nothing else of it is trusted until the
-// signature matches. Without a secret the delivery is a write like any
-// other: a token, a trusted network, or — with no auth configured at all —
-// this machine.
-func (h *Handler) checkSignature(c echo.Context, body []byte) error {
+// authorizeDelivery authorizes a webhook delivery for project, the project
+// the decoded delivery builds. A project with a secret (its .secret, else
+// the global webhookSecret) accepts only deliveries whose raw body is
+// signed with it; signed reports that one was. Without a secret the
+// delivery is a write like any other: a token, a trusted network, or —
+// with no auth configured at all — this machine; and it must be JSON.
+func (h *Handler) authorizeDelivery(c echo.Context, project string, body []byte, form bool) (signed bool, err error) {
 	secret := ""
 	if h.Secrets != nil {
-		secret = h.Secrets(projectOf(body))
+		secret = h.Secrets(project)
 	}
 	if secret != "" {
-		return verifySignature(c.Request().Header, body, secret)
+		if err := verifySignature(c.Request().Header, body, secret); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
+	if form {
+		return false, unsupportedType()
 	}
 	if h.Auth == nil {
-		return nil
+		return false, nil
 	}
 	if _, ok := mixmaster.UserFrom(c.Request().Context()); ok {
-		return nil
+		return false, nil
 	}
-	return mixmaster.Errorf(mixmaster.EUNAUTHORIZED, "Sign the webhook with the project's secret, or send a token.")
-}
-
-// projectOf finds the project a payload names: the forge's
-// repository.full_name or the lightweight payload's project.
-func projectOf(body []byte) string {
-	var p struct {
-		Project    string `json:"project"`
-		Repository struct {
-			FullName string `json:"full_name"`
-		} `json:"repository"`
-	}
-	json.Unmarshal(body, &p) // a malformed body fails the signature check, or later the decoder
-	if p.Repository.FullName != "" {
-		return p.Repository.FullName
-	}
-	return p.Project
+	return false, mixmaster.Errorf(mixmaster.EUNAUTHORIZED, "Sign the webhook with the project's secret, or send a token.")
 }
 
 // verifySignature accepts any of the schemes forges use, each compared in

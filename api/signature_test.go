@@ -98,7 +98,9 @@ func TestWebhookNeedsAuthWithoutSecret(t *testing.T) {
 				}
 				req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 				req.RemoteAddr = tt.remote
+				req.Host = "localhost:8585" // the name a local client uses
 				req.Header.Set("X-Gitea-Event", "push")
+				req.Header.Set("Content-Type", "application/json")
 				for i := 0; i+1 < len(tt.header); i += 2 {
 					req.Header.Set(tt.header[i], tt.header[i+1])
 				}

@@ -3,7 +3,9 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"mime"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strings"
 	"unicode"
@@ -21,18 +23,87 @@ var lightweightFields = []string{
 
 // lightweight handles POST / and PUT /: the original Mixmaster payload.
 func (h *Handler) lightweight(c echo.Context) error {
+	return h.webhook(c, func(_ http.Header, payload []byte) (mixmaster.Request, string, error) {
+		r, err := decodeLightweight(payload)
+		return r, "", err
+	})
+}
+
+// decodeFunc turns a delivery's JSON into a request, or into the reply
+// text (skip) of a delivery that queues nothing.
+type decodeFunc func(header http.Header, payload []byte) (r mixmaster.Request, skip string, err error)
+
+// webhook serves a delivery on any webhook route. A page in a browser must
+// not be able to queue a build through a visitor's loopback address or
+// login: cross-site requests are refused, and so are the body types a
+// browser sends without asking first (forms, text/plain), unless the
+// delivery is signed. The delivery is decoded once, and the secret checked
+// is the secret of the project that decoding named, the one that is built.
+func (h *Handler) webhook(c echo.Context, decode decodeFunc) error {
+	req := c.Request()
+	if err := crossSite(req); err != nil {
+		return err
+	}
+	form, err := deliveryType(req.Header)
+	if err != nil {
+		return err
+	}
 	body, err := readBody(c)
 	if err != nil {
 		return err
 	}
-	if err := h.checkSignature(c, body); err != nil {
-		return err
+	payload := body
+	if form {
+		if payload, err = formPayload(body); err != nil {
+			return err
+		}
 	}
-	r, err := decodeLightweight(body)
+	r, skip, err := decode(req.Header, payload)
 	if err != nil {
 		return err
 	}
+	if skip != "" {
+		// 200 rather than an error: the forge did nothing wrong, and its
+		// delivery log should not fill with failures for events we ignore.
+		// Nothing is queued, so nothing needs authorizing.
+		return c.String(http.StatusOK, skip+"\n")
+	}
+	if r.Signed, err = h.authorizeDelivery(c, r.Project, body, form); err != nil {
+		return err
+	}
 	return h.submit(c, r)
+}
+
+// deliveryType checks a delivery's Content-Type: JSON, or a form holding
+// the JSON in its payload field (GitHub's default). form reports the
+// latter, which only a signed delivery may use.
+func deliveryType(header http.Header) (form bool, err error) {
+	mt, _, err := mime.ParseMediaType(header.Get(echo.HeaderContentType))
+	switch {
+	case err != nil:
+	case mt == echo.MIMEApplicationJSON:
+		return false, nil
+	case mt == echo.MIMEApplicationForm:
+		return true, nil
+	}
+	return false, unsupportedType()
+}
+
+func unsupportedType() error {
+	return mixmaster.Errorf(mixmaster.EUNSUPPORTED, "Send the webhook with Content-Type: application/json; a form-encoded one must be signed with the project's secret.")
+}
+
+// formPayload returns the JSON of a form-encoded delivery: its one
+// payload field.
+func formPayload(body []byte) ([]byte, error) {
+	v, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, mixmaster.Errorf(mixmaster.EINVALID, "Malformed form body.")
+	}
+	if len(v["payload"]) != 1 {
+		return nil, mixmaster.Errorf(mixmaster.EINVALID, "A form-encoded webhook must hold its JSON in one payload field.")
+	}
+	return []byte(v.Get("payload")), nil
 }
 
 // decodeLightweight turns a lightweight payload into a request. Keys are
