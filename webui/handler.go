@@ -3,10 +3,12 @@ package webui
 import (
 	"bytes"
 	"embed"
+	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -47,8 +49,11 @@ type Handler struct {
 	// something; nil lets every request through.
 	RequireRead, RequireWrite echo.MiddlewareFunc
 	// NewSessionCookie makes the cookie that carries a login; secure says
-	// whether the login came over TLS. Needed when Auth is set.
+	// whether the login came over HTTPS. Needed when Auth is set.
 	NewSessionCookie func(value string, secure bool) *http.Cookie
+	// IsHTTPS says whether a request came over HTTPS, directly or through
+	// a trusted proxy; nil means only a direct TLS connection counts.
+	IsHTTPS func(r *http.Request) bool
 	// Version is shown in the page footer.
 	Version string
 	// Logger defaults to slog.Default().
@@ -56,6 +61,12 @@ type Handler struct {
 
 	csrfOnce sync.Once
 	csrfMW   echo.MiddlewareFunc
+
+	// logins counts failed sign-ins per client address and per name.
+	logins loginLimiter
+	// formTimeout bounds reading a form body; zero means formReadTimeout.
+	// Tests shorten it.
+	formTimeout time.Duration
 
 	// streams counts the open GET /events streams.
 	streams atomic.Int64
@@ -77,6 +88,9 @@ const (
 	pageSize = 50
 	// formLimit caps form bodies: a target, a task or a few params.
 	formLimit = 64 << 10
+	// formReadTimeout bounds reading a form body, so that a client that
+	// trickles one cannot hold a connection and a handler for long.
+	formReadTimeout = 10 * time.Second
 	// maxStreams caps the GET /events streams open at once; each holds a
 	// connection and a subscription.
 	maxStreams = 256
@@ -90,8 +104,8 @@ const (
 // api package's route, which calls JobPage for browsers.
 func (h *Handler) Register(e *echo.Echo) {
 	read := guards(h.RequireRead, h.csrf())
-	write := guards(limitBody(formLimit), h.RequireWrite, h.csrf())
-	anyone := guards(limitBody(formLimit), h.csrf())
+	write := guards(h.readForm(), h.RequireWrite, h.csrf())
+	anyone := guards(h.readForm(), h.csrf())
 
 	e.GET("/static/*", serveStatic)
 	e.GET("/", h.dashboard, read...)
@@ -128,13 +142,16 @@ func chain(next echo.HandlerFunc, ms ...echo.MiddlewareFunc) echo.HandlerFunc {
 	return next
 }
 
-// csrf returns the CSRF middleware shared by every form: the token lives in
-// a cookie that only this site's pages send (SameSite Strict) and comes
-// back in a hidden form field. Browsers that send Sec-Fetch-Site are
-// checked by that header instead, as echo does.
+// csrf returns the CSRF middleware shared by every form, the login and
+// the logout too. A form a browser marks as sent from another origin
+// (Sec-Fetch-Site, else Origin against Host), same-site pages included,
+// is refused, as the API's writes are. Browsers that send neither header
+// must return the token, which lives in a cookie that only this site's
+// pages send (SameSite Strict), in a hidden form field.
 func (h *Handler) csrf() echo.MiddlewareFunc {
 	h.csrfOnce.Do(func() {
-		h.csrfMW = middleware.CSRFWithConfig(middleware.CSRFConfig{
+		cop := http.NewCrossOriginProtection()
+		token := middleware.CSRFWithConfig(middleware.CSRFConfig{
 			TokenLookup:    "form:" + csrfField,
 			CookieName:     csrfCookie,
 			CookiePath:     "/",
@@ -142,6 +159,15 @@ func (h *Handler) csrf() echo.MiddlewareFunc {
 			CookieSameSite: http.SameSiteStrictMode,
 			ErrorHandler:   h.csrfError,
 		})
+		h.csrfMW = func(next echo.HandlerFunc) echo.HandlerFunc {
+			withToken := token(next)
+			return func(c echo.Context) error {
+				if err := cop.Check(c.Request()); err != nil {
+					return h.csrfError(echo.NewHTTPError(http.StatusForbidden, err.Error()), c)
+				}
+				return withToken(c)
+			}
+		}
 	})
 	return h.csrfMW
 }
@@ -158,18 +184,47 @@ func (h *Handler) csrfError(err error, c echo.Context) error {
 	return h.render(c, status, "error", p)
 }
 
-// limitBody caps request bodies at n bytes.
-func limitBody(n int64) echo.MiddlewareFunc {
+// readForm reads the form of a request before anything else looks at it:
+// at most formLimit bytes, within the form read timeout.
+func (h *Handler) readForm() echo.MiddlewareFunc {
+	timeout := h.formTimeout
+	if timeout <= 0 {
+		timeout = formReadTimeout
+	}
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			r := c.Request()
-			if r.ContentLength > n {
+			// Setting deadlines fails only where there is no connection
+			// (tests), and then there is nothing to wait for.
+			rc := http.NewResponseController(c.Response())
+			if r.ContentLength > formLimit {
+				_ = rc.SetReadDeadline(time.Now())
 				return mixmaster.Errorf(mixmaster.ETOOLARGE, "Form too large.")
 			}
-			r.Body = http.MaxBytesReader(c.Response(), r.Body, n)
+			r.Body = http.MaxBytesReader(c.Response(), r.Body, formLimit)
+			_ = rc.SetReadDeadline(time.Now().Add(timeout))
+			if _, err := c.FormParams(); err != nil {
+				// Else the server would wait for the rest of the body
+				// before answering, for as long as the client trickles it.
+				_ = rc.SetReadDeadline(time.Now())
+				return formError(err)
+			}
+			// The rest of the request is the handler's, unhurried.
+			_ = rc.SetReadDeadline(time.Time{})
 			return next(c)
 		}
 	}
+}
+
+// formError says why a form could not be read.
+func formError(err error) error {
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return mixmaster.Errorf(mixmaster.ETOOLARGE, "Form too large.")
+	}
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		return mixmaster.Errorf(mixmaster.EINVALID, "The form took too long to arrive.")
+	}
+	return mixmaster.Errorf(mixmaster.EINVALID, "Could not read the form.")
 }
 
 func (h *Handler) logger() *slog.Logger {

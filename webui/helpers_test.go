@@ -145,10 +145,16 @@ func requireUser(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// fakeAuth accepts the passwords in users.
-type fakeAuth struct{ users map[string]string }
+// fakeAuth accepts the passwords in users; while busy it checks none.
+type fakeAuth struct {
+	users map[string]string
+	busy  bool
+}
 
 func (a *fakeAuth) Login(name, password string) (string, error) {
+	if a.busy {
+		return "", mixmaster.Errorf(mixmaster.EUNAVAILABLE, "Too many sign-ins at once; try again in a moment.")
+	}
 	if pw, ok := a.users[name]; ok && pw == password {
 		return "session-" + name, nil
 	}
@@ -183,9 +189,7 @@ func (f *fixture) get(target string, header ...string) *httptest.ResponseRecorde
 	f.t.Helper()
 	req := httptest.NewRequest(http.MethodGet, target, nil)
 	req.Header.Set("Accept", "text/html")
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Add(header[i], header[i+1])
-	}
+	addHeader(req, header)
 	rec := httptest.NewRecorder()
 	f.e.ServeHTTP(rec, req)
 	return rec
@@ -205,12 +209,22 @@ func (f *fixture) post(target string, form url.Values, token string, header ...s
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "text/html")
 	req.AddCookie(&http.Cookie{Name: csrfCookie, Value: testToken})
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Add(header[i], header[i+1])
-	}
+	addHeader(req, header)
 	rec := httptest.NewRecorder()
 	f.e.ServeHTTP(rec, req)
 	return rec
+}
+
+// addHeader adds name, value pairs to req; the pseudo-header "RemoteAddr"
+// sets the client's address instead.
+func addHeader(req *http.Request, header []string) {
+	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "RemoteAddr" {
+			req.RemoteAddr = header[i+1]
+			continue
+		}
+		req.Header.Add(header[i], header[i+1])
+	}
 }
 
 // create stores a queued job.

@@ -33,7 +33,7 @@ const (
 // jobData is the body of a job page.
 type jobData struct {
 	Row       jobRow
-	Repo      string // the clone URL without its password
+	Repo      string // the clone URL without its credentials
 	Params    []param
 	ExitCode  string
 	CanCancel bool
@@ -50,6 +50,8 @@ type param struct{ Key, Value string }
 // page gets every line exactly once.
 type logView struct {
 	Lines     []logLine
+	Blocks    []logBlock // Lines, with each checkout folded
+	Fold      foldMarks
 	Start     int64
 	End       int64
 	Size      int64
@@ -59,6 +61,20 @@ type logView struct {
 	Stream    string // the SSE address that continues the log
 	Full      string // the whole log as text
 }
+
+// logBlock is one line of a log, or a checkout folded under the status
+// line that closed it (under the one that opened it while it runs).
+type logBlock struct {
+	logLine
+	Fold []logLine // the checkout's lines; empty for a plain line
+	Open bool      // the checkout is still running
+}
+
+// foldMarks are the texts that bracket a checkout, for the page's script,
+// which folds live lines the same way.
+type foldMarks struct{ Begin, Done, Failed string }
+
+var checkoutMarks = foldMarks{mixmaster.CheckoutBegin, mixmaster.CheckoutDone, mixmaster.CheckoutFailed}
 
 // logLine is one line of a log, split into its parts. The text is raw:
 // the page's script turns ANSI colour codes into colours, for these lines
@@ -83,7 +99,7 @@ func (h *Handler) JobPage(c echo.Context, job *mixmaster.Job) error {
 func (h *Handler) renderJob(c echo.Context, job *mixmaster.Job, status int, msg string) error {
 	d := &jobData{
 		Row:       newJobRow(job, h.clock()),
-		Repo:      redactURL(job.RepositoryURL),
+		Repo:      mixmaster.RedactURL(job.RepositoryURL),
 		CanCancel: h.Canceler != nil && !job.Status.Done(),
 		CanRerun:  h.Rerunner != nil && job.Status.Done(),
 	}
@@ -121,6 +137,7 @@ func (h *Handler) renderJob(c echo.Context, job *mixmaster.Job, status int, msg 
 // readLog reads the tail of a job's log, cut at line boundaries.
 func (h *Handler) readLog(job *mixmaster.Job) (logView, error) {
 	lv := logView{
+		Fold:   checkoutMarks,
 		Stream: "/log/" + pathSegments(job.Project) + "/" + job.ID.String(),
 		Full:   "/api/v1/jobs/" + job.ID.String() + "/log",
 	}
@@ -152,7 +169,34 @@ func (h *Handler) readLog(job *mixmaster.Job) (logView, error) {
 	for line := range bytes.Lines(text) {
 		lv.Lines = append(lv.Lines, parseLine(string(bytes.TrimSuffix(line, []byte{'\n'}))))
 	}
+	lv.Blocks = foldCheckouts(lv.Lines, !job.Status.Done())
 	return lv, nil
+}
+
+// foldCheckouts groups lines into blocks, folding the lines of each
+// checkout, from the status line that opens it to the one that closes it,
+// under the closing one. A checkout the log does not close stays open
+// while the job runs (live lines continue it) and is folded under its
+// opening line once the job is over.
+func foldCheckouts(lines []logLine, live bool) []logBlock {
+	blocks := make([]logBlock, 0, len(lines))
+	open := -1 // the block of the checkout not closed yet
+	for _, l := range lines {
+		status := l.Class == "s"
+		switch {
+		case open < 0 && status && strings.HasPrefix(l.Text, mixmaster.CheckoutBegin):
+			open = len(blocks)
+			blocks = append(blocks, logBlock{logLine: l, Fold: []logLine{l}, Open: live})
+		case open >= 0 && status && mixmaster.ClosesCheckout(l.Text):
+			blocks[open].logLine, blocks[open].Open = l, false
+			open = -1
+		case open >= 0:
+			blocks[open].Fold = append(blocks[open].Fold, l)
+		default:
+			blocks = append(blocks, logBlock{logLine: l})
+		}
+	}
+	return blocks
 }
 
 // tail reads the last (at most) n bytes of r as whole lines and, unless

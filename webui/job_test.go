@@ -44,7 +44,7 @@ func TestJobPageWebhook(t *testing.T) {
 		`<dt>Task</dt><dd>test</dd>`, `<dt>Exit code</dt><dd><code>2</code></dd>`,
 		`<pre class="code">sh test.sh</pre>`,
 		// The clone URL's password is not shown.
-		`<code>https://deploy:xxxxx@git.example.com/demo/hello.git</code>`,
+		`<code>https://xxxxx@git.example.com/demo/hello.git</code>`,
 		// Finished: no cancel, a re-run, the artifacts.
 		`action="/ui/jobs/1/rerun"`, `name="_csrf"`,
 		`<a class="button" href="/api/v1/jobs/1/artifacts" download>Download all (tar)</a>`,
@@ -60,7 +60,93 @@ func TestJobPageWebhook(t *testing.T) {
 		"<div class=\"ln e\"><span class=\"ts\">09:14:03</span><span class=\"tx\">\x1b[31mred\x1b[0m &amp; more</span></div>",
 		`<a href="/api/v1/jobs/1/log">Full log</a>`,
 	)
-	wantAbsent(t, body, "s3cret", "/cancel", "data-stream", "Showing the last", "/etc/passwd")
+	wantAbsent(t, body, "s3cret", "deploy", "/cancel", "data-stream", "Showing the last", "/etc/passwd")
+}
+
+// checkoutLog is the start of a webhook build's log: the checkout, which
+// the runner brackets, then the build's own command.
+func checkoutLog(closing string) string {
+	return rawLine("#", "Build started for demo/hello production") +
+		rawLine("#", mixmaster.CheckoutBegin+"production of https://xxxxx@git.example.com/demo/hello.git") +
+		rawLine("$", "git clone --bare -- https://xxxxx@git.example.com/demo/hello.git /m/.x.tmp") +
+		rawLine("#", "Cloning into bare repository '/m/.x.tmp'...") +
+		rawLine("$", "git --git-dir=/w/.git checkout --force --detach 1a2b3c4d --") +
+		rawLine("#", "HEAD is now at 1a2b3c4 Fix") +
+		closing
+}
+
+// TestJobPageFoldsCheckout checks that the job page folds the service's
+// git lines under the line that closed the checkout, in a <details> that
+// works without script, so that the first command shown is the build's.
+func TestJobPageFoldsCheckout(t *testing.T) {
+	f := newFixture(t)
+	job := f.run(&mixmaster.Job{Project: "demo/hello", Target: "production"}, mixmaster.StatusSucceeded)
+	done := mixmaster.CheckoutDone + "1a2b3c4d of https://xxxxx@git.example.com/demo/hello.git (2 git commands, 0.4 s)"
+	mustWrite(t, f.files.LogPath(job.ID), checkoutLog(rawLine("#", done))+
+		rawLine("$", "make deploy")+
+		rawLine("O", "deployed")+
+		rawLine("#", "Build finished"), 0o640)
+
+	body := wantPage(t, f.get(jobURL(job.Project, job.ID)), http.StatusOK)
+	fold := `<details class="fold"><summary class="ln s"><span class="ts">09:14:03</span><span class="tx">` + done + `</span></summary>`
+	wantContains(t, body, fold,
+		`data-fold-begin="Checking out " data-fold-done="Checked out " data-fold-failed="Checkout failed"`)
+	start := strings.Index(body, fold)
+	end := start + strings.Index(body[max(start, 0):], "</details>")
+	if start < 0 || end < start {
+		t.Fatalf("no fold:\n%s", body)
+	}
+	inside, outside := body[start:end], body[:start]+body[end:]
+	for _, line := range []string{"git clone --bare", "Cloning into bare repository", "HEAD is now at", mixmaster.CheckoutBegin + "production"} {
+		if !strings.Contains(inside, line) || strings.Contains(outside, line) {
+			t.Errorf("%q is not folded away", line)
+		}
+	}
+	// What is shown unfolded: the build's command first, then its output.
+	first := strings.Index(outside, `<div class="ln c">`)
+	if first < 0 || !strings.HasPrefix(outside[first:], `<div class="ln c"><span class="ts">09:14:03</span><span class="tx">make deploy</span></div>`) {
+		t.Errorf("the first command shown is not the build's:\n%s", outside)
+	}
+	if out := strings.Index(outside, ">deployed<"); out < first {
+		t.Errorf("the build's output is not after its command")
+	}
+
+	// While the checkout runs, its fold is open for the live lines.
+	running := f.run(&mixmaster.Job{Project: "demo/hello", Target: "production"}, mixmaster.StatusRunning)
+	mustWrite(t, f.files.LogPath(running.ID), checkoutLog(""), 0o640)
+	body = wantPage(t, f.get(jobURL(running.Project, running.ID)), http.StatusOK)
+	wantContains(t, body, `<details class="fold" open data-open><summary class="ln s"><span class="ts">09:14:03</span><span class="tx">`+
+		mixmaster.CheckoutBegin+`production of https://xxxxx@git.example.com/demo/hello.git</span></summary>`)
+}
+
+func TestFoldCheckouts(t *testing.T) {
+	line := func(class, text string) logLine { return logLine{Class: class, Time: "09:14:03", Text: text} }
+	begin := line("s", mixmaster.CheckoutBegin+"master of u")
+	git := line("c", "git fetch")
+	failed := line("s", mixmaster.CheckoutFailed+" (1 git command, 0.1 s)")
+	build := line("c", "make")
+	for _, tt := range []struct {
+		name  string
+		lines []logLine
+		live  bool
+		want  []logBlock
+	}{
+		{"failed", []logLine{begin, git, failed, line("s", "Build failed: checkout: x")}, false,
+			[]logBlock{{logLine: failed, Fold: []logLine{begin, git}}, {logLine: line("s", "Build failed: checkout: x")}}},
+		{"running", []logLine{begin, git}, true, []logBlock{{logLine: begin, Fold: []logLine{begin, git}, Open: true}}},
+		{"cut short", []logLine{begin, git}, false, []logBlock{{logLine: begin, Fold: []logLine{begin, git}}}},
+		// Output that looks like a bracket is not one; neither is a
+		// closing line without an opening one (the tail cut it off).
+		{"look-alikes", []logLine{line("o", mixmaster.CheckoutBegin+"x"), git, failed, build}, false,
+			[]logBlock{{logLine: line("o", mixmaster.CheckoutBegin+"x")}, {logLine: git}, {logLine: failed}, {logLine: build}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := foldCheckouts(tt.lines, tt.live)
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("foldCheckouts =\n%v\nwant\n%v", got, tt.want)
+			}
+		})
+	}
 }
 
 func TestJobPageArtifact(t *testing.T) {

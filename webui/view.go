@@ -109,16 +109,6 @@ func webURL(u string) string {
 	return ""
 }
 
-// redactURL hides the password of a URL with one; a clone URL may carry
-// a token.
-func redactURL(u string) string {
-	p, err := url.Parse(u)
-	if err != nil || p.User == nil {
-		return u
-	}
-	return p.Redacted()
-}
-
 // formatDuration writes d briefly: "450ms", "12.3s", "4m 05s", "2h 03m".
 func formatDuration(d time.Duration) string {
 	switch {

@@ -179,27 +179,72 @@
 
   var MARKS = { '#': 's', '$': 'c', 'O': 'o', '!': 'e' };
 
-  // logLine builds the element of one raw log line, as the server does
-  // for the lines it renders.
-  function logLine(raw) {
-    var cls = 'o', time = '', text = raw;
+  // parseLine splits one raw log line as the server does: by offsets,
+  // into its class (the mark), time and text.
+  function parseLine(raw) {
+    var line = { cls: 'o', time: '', text: raw };
     if (raw.length >= 26 && raw.charAt(24) === ' ' && raw.charAt(10) === 'T' && MARKS[raw.charAt(25)]) {
-      cls = MARKS[raw.charAt(25)];
-      time = raw.slice(11, 19);
-      text = raw.slice(26);
-      if (text.charAt(0) === ' ') text = text.slice(1);
+      line.cls = MARKS[raw.charAt(25)];
+      line.time = raw.slice(11, 19);
+      line.text = raw.slice(26);
+      if (line.text.charAt(0) === ' ') line.text = line.text.slice(1);
     }
-    var div = document.createElement('div');
-    div.className = 'ln ' + cls;
+    return line;
+  }
+
+  // fillLine gives el the time and text of a parsed line.
+  function fillLine(el, line) {
+    el.className = 'ln ' + line.cls;
+    el.textContent = '';
     var ts = document.createElement('span');
     ts.className = 'ts';
-    ts.textContent = time;
+    ts.textContent = line.time;
     var tx = document.createElement('span');
     tx.className = 'tx';
-    ansi(tx, text);
-    div.appendChild(ts);
-    div.appendChild(tx);
-    return div;
+    ansi(tx, line.text);
+    el.appendChild(ts);
+    el.appendChild(tx);
+    return el;
+  }
+
+  // logLine builds the element of a parsed line, as the server does for
+  // the lines it renders.
+  function logLine(line) {
+    return fillLine(document.createElement('div'), line);
+  }
+
+  // folder folds live lines the way the server folds the tail: the lines
+  // of a checkout, from the status line that opens it to the one that
+  // closes it, go into a <details> whose summary is the closing line.
+  function folder(log) {
+    var begin = log.getAttribute('data-fold-begin');
+    var ends = [log.getAttribute('data-fold-done'), log.getAttribute('data-fold-failed')];
+    var starts = function (text, prefix) { return !!prefix && text.lastIndexOf(prefix, 0) === 0; };
+    var open = log.querySelector('details.fold[data-open]');
+    return {
+      // add puts one parsed line into parent (the log, or a fragment
+      // bound for it) or into the open checkout.
+      add: function (parent, line) {
+        if (open && !log.contains(open) && open.parentNode !== parent) open = null; // trimmed away
+        var status = line.cls === 's';
+        if (!open && status && starts(line.text, begin)) {
+          open = document.createElement('details');
+          open.className = 'fold';
+          open.open = true;
+          open.setAttribute('data-open', '');
+          open.appendChild(fillLine(document.createElement('summary'), line));
+          open.appendChild(logLine(line));
+          parent.appendChild(open);
+        } else if (open && status && (starts(line.text, ends[0]) || starts(line.text, ends[1]))) {
+          fillLine(open.querySelector('summary'), line);
+          open.open = false;
+          open.removeAttribute('data-open');
+          open = null;
+        } else {
+          (open || parent).appendChild(logLine(line));
+        }
+      }
+    };
   }
 
   function preference(name, fallback) {
@@ -253,7 +298,7 @@
     var url = log.getAttribute('data-stream');
     if (!url || !window.EventSource) return;
 
-    var queue = [], scheduled = false, trimmed = false;
+    var queue = [], scheduled = false, trimmed = false, fold = folder(log);
     var say = function (msg) { if (state) state.textContent = msg; };
 
     // trim tells, once, that the page dropped its oldest lines.
@@ -282,7 +327,7 @@
         trim();
       }
       var frag = document.createDocumentFragment();
-      for (var i = 0; i < lines.length; i++) frag.appendChild(logLine(lines[i]));
+      for (var i = 0; i < lines.length; i++) fold.add(frag, parseLine(lines[i]));
       log.appendChild(frag);
       var extra = log.childElementCount - MAX_LINES;
       if (extra > 0) {
