@@ -11,7 +11,9 @@ STATICCHECK ?= $(shell command -v staticcheck || echo $(HOME)/go/bin/staticcheck
 
 all: lint test build
 
+# The first build compiles every dependency and takes a while: say so.
 build:
+	@echo "building mixmaster…"
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/mixmaster ./cmd/mixmaster
 
 # A demo service on http://127.0.0.1:8585 with example projects; no config
@@ -44,8 +46,8 @@ fuzz:
 	done
 
 # Mixed webhook, /jobs, dashboard and log-stream traffic against a demo
-# service on loopback; fails on any 5xx, a 503 other than the backlog's, or
-# too much memory. Its table goes to BENCHMARKS.md.
+# service on loopback; fails on any 5xx, a 503 other than the POST /jobs
+# backlog's (a refused webhook fails), or too much memory. Its table goes to BENCHMARKS.md.
 load: build
 	$(GO) run ./cmd/mixmaster-load -bin dist/mixmaster -c 64 -d 60s
 

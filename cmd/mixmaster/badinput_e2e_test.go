@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"mixmaster"
+	"mixmaster/internal/testenv"
 )
 
 // TestBadInputKeepsServing sends each kind of bad request to a real
@@ -61,6 +63,7 @@ production = echo built
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req, _ := http.NewRequest(tt.method, s.URL+tt.path, strings.NewReader(tt.body))
+			req.Header.Set("Content-Type", "application/json")
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -90,9 +93,11 @@ func TestCommandLine(t *testing.T) {
 	repo := newTestRepo(t)
 	dir := t.TempDir()
 	config := filepath.Join(dir, "mixmaster.ini")
-	os.WriteFile(config, []byte(fmt.Sprintf("[_]\nbuildRoot = %s\n\n[test-org/test-repo]\n.repository = %s\nproduction = make deploy\nmaster/docs = make docs\n", dir, repo.Dir)), 0o600)
+	os.WriteFile(config, []byte(fmt.Sprintf("[_]\nbuildRoot = %s\n\n[test-org/test-repo]\n.repository = %s\nproduction = make deploy\nmaster/docs = make docs\n\n[other/repo]\nmaster = make\n", dir, repo.Dir)), 0o600)
 	payload := filepath.Join(dir, "payload.json")
 	os.WriteFile(payload, []byte(`{"project": "test-org/test-repo", "target": "master", "task": "docs"}`), 0o600)
+	withURL := filepath.Join(dir, "url.json")
+	os.WriteFile(withURL, []byte(`{"project": "other/repo", "target": "master", "repositoryUrl": "https://ci:s3cret@git.example.com/other/repo.git"}`), 0o600)
 	bad := filepath.Join(dir, "bad.ini")
 	os.WriteFile(bad, []byte("[_]\nbildRoot = /x\n"), 0o600)
 
@@ -108,8 +113,13 @@ func TestCommandLine(t *testing.T) {
 			"project:    test-org/test-repo", "task:       docs", "config key: master/docs", "command:    make docs",
 			"clone URL:  " + repo.Dir, "checkout:   " + filepath.Join(dir, "checkouts"),
 		}, ""},
+		{"recipe hides the URL's password", []string{"recipe", "--config", config, withURL}, 0, []string{
+			"clone URL:  https://xxxxx@git.example.com/other/repo.git\n",
+		}, ""},
 		{"gitea recipe", []string{"recipe", "--config", config, "testdata/gitea.json"}, 0, []string{"target:     production", "command:    make deploy"}, ""},
 		{"recipe without payload", []string{"recipe", "--config", config}, 2, nil, "accepts 1 arg"},
+		{"recipe's usage", []string{"recipe"}, 2, nil, "Usage:\n  mixmaster recipe [--config FILE] PAYLOAD.json"},
+		{"passwd's usage", []string{"passwd"}, 2, nil, "Usage:\n  mixmaster passwd NAME"},
 		{"config that does not parse", []string{"recipe", "--config", bad, payload}, 1, nil, `bad.ini:2: unknown key "bildRoot" in [_]`},
 		{"missing config", []string{"serve", "--config", filepath.Join(dir, "none.ini")}, 1, nil, "none.ini"},
 		{"unknown flag", []string{"serve", "--nope"}, 2, nil, "unknown flag"},
@@ -132,6 +142,38 @@ func TestCommandLine(t *testing.T) {
 	// recipe runs nothing and creates nothing.
 	if _, err := os.Stat(filepath.Join(dir, "checkouts")); err == nil {
 		t.Error("recipe created a checkout")
+	}
+}
+
+// TestMissingConfigSaysWhere: a command that finds no config names the
+// file it looked for, and the demo's config when there is one.
+func TestMissingConfigSaysWhere(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CONFIG_HOME", "")
+	t.Setenv("MIXMASTER_CONFIG", "")
+	dir := t.TempDir()
+	t.Chdir(dir)
+	os.WriteFile("payload.json", []byte(`{"project": "demo/hello", "target": "master"}`), 0o600)
+	want := "no config at " + filepath.Join(home, ".config", "mixmaster.ini") + "; "
+	for _, args := range [][]string{{"recipe", "payload.json"}, {"prune", "--dry-run"}, {"serve"}} {
+		code, text := runCmd(t, args...)
+		if code != 1 || !strings.Contains(text, want+"write one with mixmaster setup, or name one with --config FILE") {
+			t.Errorf("%v: exit %d: %s", args, code, text)
+		}
+	}
+	_, err := exec.LookPath("git")
+	testenv.Need(t, "git", err == nil, "git not on PATH: the demo is a git repository")
+	if _, err := setUpDemo(t.Context(), ".demo"); err != nil {
+		t.Fatal(err)
+	}
+	code, text := runCmd(t, "recipe", "payload.json")
+	if code != 1 || !strings.Contains(text, want+"for the demo use --config .demo/mixmaster.ini") {
+		t.Errorf("with the demo here: exit %d: %s", code, text)
+	}
+	code, text = runCmd(t, "recipe", "--config", ".demo/mixmaster.ini", "payload.json")
+	if code != 0 || !strings.Contains(text, "command:    sh build.sh") {
+		t.Errorf("recipe against the demo's config: exit %d: %s", code, text)
 	}
 }
 

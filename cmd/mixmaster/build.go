@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"mixmaster"
 	"mixmaster/api"
 	"mixmaster/artifacts"
 )
@@ -330,17 +331,17 @@ func runBuild(ctx context.Context, o buildOptions, args []string, stdout, stderr
 	}
 	if o.verbose {
 		fmt.Fprintf(stdout, "\nResult:\nStarted at: %s ExitCode: %v Params: %v Cached: %v Coalesced: %v\n\nLogs:\n%s\n",
-			bi.StartedAt.Format(time.RFC3339Nano), bi.ExitCode, bi.Params, bi.Cached, bi.Coalesced, bi.ContainerStdouterr)
+			bi.StartedAt.Format(time.RFC3339Nano), bi.ExitCode, bi.Params, bi.Cached, bi.Coalesced, buildText(stdout, bi.ContainerStdouterr))
 	}
 	if o.jsonResult {
 		fmt.Fprintf(stdout, "%s\n", bytes.TrimRight(body, "\n"))
 	}
 	if bi.ExitCode != 0 {
 		if bi.ErrBuild != "" {
-			fmt.Fprintln(stderr, "Build error:", bi.ErrBuild)
+			fmt.Fprintln(stderr, "Build error:", buildText(stderr, bi.ErrBuild))
 		}
 		if bi.ContainerStderr != "" {
-			fmt.Fprintln(stderr, "Container error logs:\n", bi.ContainerStderr)
+			fmt.Fprintln(stderr, "Container error logs:\n", buildText(stderr, bi.ContainerStderr))
 		} else {
 			fmt.Fprintln(stderr, "There are no container error logs.")
 		}
@@ -519,6 +520,12 @@ func (o *buildOptions) fetchHTTP(ctx context.Context, base string, bi api.BuildI
 		return fmt.Errorf("fetch artifacts: %w", err)
 	}
 	return nil
+}
+
+// buildText is text a build wrote, made safe to print on w: control
+// sequences go, colours stay when w is a terminal.
+func buildText(w io.Writer, s string) string {
+	return string(mixmaster.SafeTerminalText([]byte(s), isTerminal(w)))
 }
 
 func isTerminal(w io.Writer) bool {

@@ -442,6 +442,9 @@ func TestBuildClientExitCode(t *testing.T) {
 		{" this is stderr\n missing_command: command not found\n",
 			"Container error logs:\n  this is stderr\n missing_command: command not found\n\nmixmaster: Build failed with exit code 77\n"},
 		{"", "There are no container error logs.\nmixmaster: Build failed with exit code 77\n"},
+		// A build's output cannot retitle, clear or rewrite the terminal.
+		{"\x1b]0;pwned\x07\x1b[2Jfake\rok\x1b[31m red\n",
+			"Container error logs:\n fake\nok red\n\nmixmaster: Build failed with exit code 77\n"},
 	} {
 		s := newFakeServer(t, "")
 		writeTree(t, s.artifacts, map[string]string{"out.txt": "x"})

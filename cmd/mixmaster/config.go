@@ -60,6 +60,7 @@ type Config struct {
 	ProjectsPath    string // default <BuildRoot>/projects
 	JobConcurrency  int    // 0 → runtime.NumCPU()
 	JobBacklog      int    // 0 → 2×JobConcurrency (resolved after JobConcurrency)
+	WebhookBacklog  int    // queued jobs a webhook may wait behind; default 10000, 0: no limit
 	JobTimeout      time.Duration
 	LogLimit        int64  // bytes; the file accepts KiB/MiB/GiB suffixes
 	ArtifactLimit   int64  // artifactLimit: bytes a job may keep, default 10 GiB
@@ -147,6 +148,10 @@ const (
 	maxJobBacklog      = 1 << 20
 	maxKeepLast        = 1 << 30
 
+	// Webhook builds are durable work a forge does not send again: they
+	// queue far deeper than the back-pressure of POST /jobs.
+	defaultWebhookBacklog = 10000
+
 	modeNormal = "normal"
 	modeDryRun = "dryrun"
 
@@ -180,6 +185,7 @@ func baseConfig() *Config {
 		LogLimit:        defaultLogLimit,
 		ArtifactLimit:   10 << 30,
 		MinFreeDisk:     100 << 20,
+		WebhookBacklog:  defaultWebhookBacklog,
 		SMTPPort:        defaultSMTPPort,
 		Users:           map[string]string{},
 		PublicDashboard: true,
@@ -496,6 +502,10 @@ var appKeys = map[string]func(c *Config, v string) error{
 	},
 	"jobBacklog": func(c *Config, v string) (err error) {
 		c.JobBacklog, err = parseCount(v, maxJobBacklog)
+		return err
+	},
+	"webhookBacklog": func(c *Config, v string) (err error) {
+		c.WebhookBacklog, err = parseCount(v, maxJobBacklog)
 		return err
 	},
 	"jobTimeout": func(c *Config, v string) error {

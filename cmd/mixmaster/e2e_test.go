@@ -217,7 +217,7 @@ master/docs = echo "docs task on $(cat branch.txt)"
 			" O MIXMASTER_VIEW_URL=http://example.com/view",
 			" O MIXMASTER_REPOSITORY_URL=file://" + repo.Dir,
 			" O MIXMASTER_ARTIFACTS=" + s.Config.BuildRoot,
-			" ! oops",
+			" O oops", // stderr shares stdout's stream, so the order holds
 			" $ echo \"building $MIXMASTER_TARGET\"",
 			" # Build finished",
 		} {

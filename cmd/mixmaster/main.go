@@ -82,14 +82,18 @@ func newRootCmd() *cobra.Command {
 		newPasswdCmd(),
 		newBackupCmd(),
 		newPruneCmd(),
+		newReapCmd(),
 	)
 	return root
 }
 
 // exactArgs is cobra.ExactArgs with the error marked as a usage error.
+// The command's usage goes to stderr first: a command called without its
+// argument should say what it takes.
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
+			fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
 			return usageError{err}
 		}
 		return nil

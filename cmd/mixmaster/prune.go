@@ -28,15 +28,16 @@ const (
 )
 
 // errServiceRunning is what prune says when the service holds the store.
-var errServiceRunning = errors.New("the service is running: it prunes by itself every hour; stop it to prune by hand")
+var errServiceRunning = errors.New("the service is running: it prunes by itself every hour; stop it to prune by hand (--dry-run works while it runs)")
 
 type pruneOptions struct {
+	serviceClient
 	config string
 	dryRun bool
 }
 
 func newPruneCmd() *cobra.Command {
-	var o pruneOptions
+	o := pruneOptions{serviceClient: newServiceClient()}
 	cmd := &cobra.Command{
 		Use:   "prune",
 		Short: "Remove old finished jobs as keep and keepLast in the config say",
@@ -47,7 +48,10 @@ good build and the newest successful build of each artifact key always
 stay. With --dry-run, list what would go and remove nothing.
 
 The running service prunes by itself every hour and holds the database,
-so run this only while it is stopped.`,
+so prune only while it is stopped. --dry-run works while it runs: it plans
+on a copy of the database from the service at --server (default
+$MIXMASTER_URL, else http://127.0.0.1:8585; $MIXMASTER_TOKEN is sent as a
+bearer token).`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runPrune(cmd.Context(), o, cmd.OutOrStdout())
@@ -56,11 +60,12 @@ so run this only while it is stopped.`,
 	f := cmd.Flags()
 	f.StringVar(&o.config, "config", "", "config file (default $MIXMASTER_CONFIG, else ~/.config/mixmaster.ini)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "list what would be removed and remove nothing")
+	f.StringVar(&o.server, "server", o.server, "the running service, asked for a copy of the database for --dry-run")
 	return cmd
 }
 
 func runPrune(ctx context.Context, o pruneOptions, stdout io.Writer) error {
-	cfg, err := LoadConfig(configPath(o.config))
+	cfg, err := loadConfig(o.config)
 	if err != nil {
 		return err
 	}
@@ -74,7 +79,13 @@ func runPrune(ctx context.Context, o pruneOptions, stdout io.Writer) error {
 		return fmt.Errorf("no database: %w", err)
 	}
 	db, err := store.Open(path, store.Options{Timeout: backupLockTimeout})
-	if errors.Is(err, store.ErrLocked) {
+	if errors.Is(err, store.ErrLocked) && o.dryRun {
+		// A plan changes nothing, so a copy from the service does.
+		var done func()
+		if db, done, err = o.snapshot(ctx); err == nil {
+			defer done()
+		}
+	} else if errors.Is(err, store.ErrLocked) {
 		return errServiceRunning
 	}
 	if err != nil {
@@ -93,6 +104,28 @@ func runPrune(ctx context.Context, o pruneOptions, stdout io.Writer) error {
 	n, err := p.Prune(ctx)
 	fmt.Fprintf(stdout, "removed %d jobs\n", n)
 	return err
+}
+
+// snapshot opens a copy of the running service's database in a temporary
+// folder; done removes it after the copy is closed.
+func (o serviceClient) snapshot(ctx context.Context) (db *store.DB, done func(), err error) {
+	dir, err := os.MkdirTemp("", "mixmaster-snapshot-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	path := filepath.Join(dir, "mixmaster.db")
+	if _, err = writeBackup(path, false, func(w io.Writer) (int64, error) { return o.backup(ctx, w) }); err != nil {
+		return nil, nil, err
+	}
+	if db, err = store.Open(path); err != nil {
+		return nil, nil, err
+	}
+	return db, func() { os.RemoveAll(dir) }, nil
 }
 
 // newPruner wires a Pruner to the config's build root and retention.

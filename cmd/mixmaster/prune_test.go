@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,19 +93,48 @@ func TestPruneCommandDryRun(t *testing.T) {
 	}
 }
 
+// TestPruneCommandWhileServiceRuns: a dry run plans on a copy from the
+// running service and changes nothing; a real prune is refused.
 func TestPruneCommandWhileServiceRuns(t *testing.T) {
-	cfgPath, root, _ := pruneSetup(t)
-	db, err := store.Open(filepath.Join(root, "mixmaster.db"))
+	cfgPath, root, jobIDs := pruneSetup(t)
+	cfg, err := LoadConfig(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MIXMASTER_DOCKER", "off")
+	m := &Main{Config: cfg, Listener: ln, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := m.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	t.Setenv("MIXMASTER_URL", "http://"+m.Addr())
+
 	var out, errb bytes.Buffer
-	if code := run(context.Background(), []string{"mixmaster", "prune", "--config", cfgPath, "--dry-run"}, &out, &errb); code != 1 {
-		t.Fatalf("exit %d, want 1", code)
+	if code := run(context.Background(), []string{"mixmaster", "prune", "--config", cfgPath, "--dry-run"}, &out, &errb); code != 0 {
+		t.Fatalf("dry run while the service runs: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "2 jobs would be removed") {
+		t.Errorf("dry run says %q", out.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run(context.Background(), []string{"mixmaster", "prune", "--config", cfgPath}, &out, &errb); code != 1 {
+		t.Fatalf("prune while the service runs: exit %d, want 1", code)
 	}
 	if !strings.Contains(errb.String(), "the service is running: it prunes by itself every hour; stop it to prune by hand") {
 		t.Errorf("stderr = %q", errb.String())
+	}
+	for _, id := range jobIDs {
+		if _, err := m.DB.Job(t.Context(), id); err != nil {
+			t.Errorf("job %d: %v", id, err)
+		}
+		if _, err := os.Stat(filepath.Join(root, "jobs", id.String())); err != nil {
+			t.Errorf("job %d: %v", id, err)
+		}
 	}
 }
 

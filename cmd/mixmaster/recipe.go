@@ -18,7 +18,7 @@ func newRecipeCmd() *cobra.Command {
 		Short: "Print what a webhook payload would run, and run nothing",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := LoadConfig(configPath(config))
+			cfg, err := loadConfig(config)
 			if err != nil {
 				return err
 			}
@@ -39,6 +39,9 @@ func newRecipeCmd() *cobra.Command {
 				p, ok := cfg.Projects[name]
 				return p, ok
 			}}
+			// The payload is the operator's own file: show what a signed
+			// delivery of it would run.
+			r.Signed = true
 			job, err := svc.Plan(r)
 			if err != nil {
 				return fmt.Errorf("%s: %s", args[0], mixmaster.ErrorMessage(err))
@@ -53,7 +56,7 @@ func newRecipeCmd() *cobra.Command {
 				fmt.Fprintf(out, "task:       %s\n", job.Task)
 			}
 			fmt.Fprintf(out, "config key: %s\n", job.ConfigKey)
-			fmt.Fprintf(out, "clone URL:  %s\n", job.RepositoryURL)
+			fmt.Fprintf(out, "clone URL:  %s\n", mixmaster.RedactURL(job.RepositoryURL))
 			fmt.Fprintf(out, "checkout:   %s at %s\n", jobs.CheckoutDir(cfg.BuildRoot, job.Project, job.Target), ref)
 			fmt.Fprintf(out, "command:    %s\n", job.Command)
 			return nil

@@ -6,11 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
@@ -36,6 +39,7 @@ type serveOptions struct {
 	config      string
 	listen      string
 	demo        bool
+	logLevel    string
 	buildRoot   string
 	idleExit    time.Duration
 	idleExitSet bool
@@ -64,13 +68,17 @@ created (in --build-root, default ./.demo) and served on 127.0.0.1:8585.`,
 	cmd.Flags().StringVar(&o.listen, "listen", "", "address to listen on (overrides the config)")
 	cmd.Flags().BoolVar(&o.demo, "demo", false, "serve a built-in demo configuration with example projects")
 	cmd.Flags().StringVar(&o.buildRoot, "build-root", "", "build root (overrides the config)")
+	cmd.Flags().StringVar(&o.logLevel, "log-level", "", "debug (also logs each request), info, warn or error; default $MIXMASTER_LOG_LEVEL, else info")
 	return cmd
 }
 
-func runServe(ctx context.Context, o serveOptions, stderr interface{ Write([]byte) (int, error) }) error {
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()}))
+func runServe(ctx context.Context, o serveOptions, stderr io.Writer) error {
+	level, err := parseLogLevel(o.logLevel)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	var cfg *Config
-	var err error
 	if o.demo {
 		root := o.buildRoot
 		if root == "" {
@@ -80,7 +88,7 @@ func runServe(ctx context.Context, o serveOptions, stderr interface{ Write([]byt
 			return err
 		}
 	} else {
-		if cfg, err = LoadConfig(configPath(o.config)); err != nil {
+		if cfg, err = loadConfig(o.config); err != nil {
 			return err
 		}
 		if o.buildRoot != "" {
@@ -97,7 +105,22 @@ func runServe(ctx context.Context, o serveOptions, stderr interface{ Write([]byt
 	if err := m.Open(); err != nil {
 		return err
 	}
+	fmt.Fprintln(stderr, servingMessage(m.Addr(), o.demo))
 	return m.serveUntilDone(ctx, cfg.IdleExit)
+}
+
+// servingMessage is the line that tells a person where to look once the
+// service listens; the demo adds its first build.
+func servingMessage(addr string, demo bool) string {
+	host, port, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err == nil && ip != nil && ip.IsUnspecified() {
+		addr = net.JoinHostPort("127.0.0.1", port)
+	}
+	msg := fmt.Sprintf("mixmaster: serving on http://%s — open it in a browser", addr)
+	if demo {
+		msg += fmt.Sprintf(`; first build: curl --json '{"project": "demo/hello", "target": "master"}' http://%s/`, addr)
+	}
+	return msg
 }
 
 // configPath picks the config file: the flag, $MIXMASTER_CONFIG, or the
@@ -115,12 +138,45 @@ func configPath(flag string) string {
 	return filepath.Join(os.Getenv("HOME"), ".config", "mixmaster.ini")
 }
 
-func logLevel() slog.Level {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(os.Getenv("MIXMASTER_LOG_LEVEL"))); err != nil {
-		return slog.LevelInfo
+// demoConfig is where `make run` (serve --demo --build-root .demo) keeps
+// the demo's config, relative to the checkout.
+const demoConfig = ".demo/mixmaster.ini"
+
+// loadConfig reads the config that configPath picks. A missing file says
+// where it was looked for and how to name one, pointing at the demo's
+// when there is one here.
+func loadConfig(flag string) (*Config, error) {
+	path := configPath(flag)
+	cfg, err := LoadConfig(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return cfg, err
 	}
-	return l
+	if _, derr := os.Stat(demoConfig); derr == nil {
+		return nil, fmt.Errorf("no config at %s; for the demo use --config %s", path, demoConfig)
+	}
+	return nil, fmt.Errorf("no config at %s; write one with mixmaster setup, or name one with --config FILE or $MIXMASTER_CONFIG", path)
+}
+
+// logLevels are the values of --log-level.
+var logLevels = map[string]slog.Level{
+	"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError,
+}
+
+// parseLogLevel reads --log-level; empty means $MIXMASTER_LOG_LEVEL, else
+// info.
+func parseLogLevel(flag string) (slog.Level, error) {
+	name := flag
+	if name == "" {
+		name = os.Getenv("MIXMASTER_LOG_LEVEL")
+	}
+	if name == "" {
+		return slog.LevelInfo, nil
+	}
+	l, ok := logLevels[strings.ToLower(name)]
+	if !ok {
+		return 0, usageError{fmt.Errorf("log level %q: expected debug, info, warn or error", name)}
+	}
+	return l, nil
 }
 
 // Main is the running service, wired from a Config. Tests start it on a
@@ -184,18 +240,21 @@ func (m *Main) Open() error {
 		}
 		notifier = m.Mailer
 	}
-	folders := &jobs.Folders{Dir: cfg.ProjectsPath}
+	folders := &jobs.Folders{Dir: cfg.ProjectsPath, Logger: m.Logger}
+	// Said at start, not only at the first request for a project.
+	if _, err := folders.List(); err != nil {
+		m.Logger.Error("artifact projects unavailable", "projects_path", cfg.ProjectsPath, "err", err)
+	}
 	workspaces, how := workspace.Detect(cfg.BuildRoot)
 	m.Logger.Info("workspaces", "kind", how)
-	executors := map[string]mixmaster.Executor{"shell": &shell.Executor{DryRun: cfg.Mode == "dryrun"}}
+	cgroup, how := shell.DetectCgroup()
+	m.Logger.Info("job cleanup", "cgroup", how)
+	executors := map[string]mixmaster.Executor{"shell": &shell.Executor{DryRun: cfg.Mode == "dryrun", Reaper: reaperArgv(), Cgroup: cgroup}}
 	var images mixmaster.ImageBuilder
 	if m.docker = m.openDocker(); m.docker != nil {
 		executors["docker"], images = m.docker, m.docker
 	}
-	m.Metrics = api.NewMetrics(prometheus.NewRegistry(), func() float64 {
-		n, _ := db.QueueLen(context.Background())
-		return float64(n)
-	}, func() map[string]float64 { return hostedBuilds(cfg.BuildRoot, folders) })
+	m.Metrics = api.NewMetrics(prometheus.NewRegistry(), db.QueueLen, func() map[string]float64 { return hostedBuilds(cfg.BuildRoot, folders) })
 	m.Runner = &jobs.Runner{
 		Store:         db,
 		Logs:          files,
@@ -225,7 +284,7 @@ func (m *Main) Open() error {
 		return errors.Join(err, m.Close())
 	}
 	svc := &jobs.Service{
-		Store: db, Projects: projects, Backlog: cfg.JobBacklog, MinFree: cfg.MinFreeDisk,
+		Store: db, Projects: projects, Backlog: cfg.JobBacklog, WebhookBacklog: cfg.WebhookBacklog, MinFree: cfg.MinFreeDisk,
 		Folders: folders, Events: broker, Root: cfg.BuildRoot, Metrics: m.Metrics,
 		WebhookArtifactsDir: files.ArtifactsDir,
 	}
@@ -236,7 +295,8 @@ func (m *Main) Open() error {
 	}
 	m.Auth = &api.Auth{
 		Tokens: cfg.Tokens, Users: cfg.Users, PublicDashboard: cfg.PublicDashboard,
-		TrustedNetworks: cfg.TrustedNetworks, Key: key,
+		TrustedNetworks: cfg.TrustedNetworks, TrustedProxies: cfg.TrustedProxies, Key: key,
+		Hosts: listenHosts(cfg.Listen),
 	}
 
 	e := echo.New()
@@ -379,11 +439,12 @@ func (m *Main) Close() error {
 	if m.Mailer != nil {
 		m.Mailer.Close()
 	}
+	// The pruner uses the store and the Docker client: it stops first.
+	if m.stopPruner != nil {
+		m.stopPruner()
+	}
 	if m.docker != nil {
 		m.docker.Close()
-	}
-	if m.stopPruner != nil {
-		m.stopPruner() // before the store it uses closes
 	}
 	if m.DB != nil {
 		errs = append(errs, m.DB.Close())
@@ -392,20 +453,34 @@ func (m *Main) Close() error {
 }
 
 // requestLogger logs each request once, with the status the error handler
-// chose.
+// chose, at debug level: a failed request is logged by the error handler
+// already, and a line per request drowns everything else.
 func requestLogger(logger *slog.Logger) echo.MiddlewareFunc {
 	return middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		LogMethod: true, LogURI: true, LogStatus: true, LogLatency: true, LogRemoteIP: true,
 		HandleError: true,
+		Skipper: func(echo.Context) bool {
+			return !logger.Enabled(context.Background(), slog.LevelDebug)
+		},
 		LogValuesFunc: func(_ echo.Context, v middleware.RequestLoggerValues) error {
-			level := slog.LevelInfo
-			if v.Status >= 500 {
-				level = slog.LevelError
-			}
-			logger.Log(context.Background(), level, "request",
+			logger.Log(context.Background(), slog.LevelDebug, "request",
 				"method", v.Method, "uri", v.URI, "status", v.Status,
 				"latency", v.Latency, "remote", v.RemoteIP)
 			return nil
 		},
 	})
+}
+
+// listenHosts are the names the service answers to beside localhost and
+// IP literals: the host its listen address names, and this machine's own
+// name, which some systems resolve to a loopback address.
+func listenHosts(listen string) []string {
+	var hosts []string
+	if host, _, err := net.SplitHostPort(listen); err == nil && host != "" {
+		hosts = append(hosts, host)
+	}
+	if name, err := os.Hostname(); err == nil && name != "" {
+		hosts = append(hosts, name)
+	}
+	return hosts
 }

@@ -205,6 +205,11 @@ func runSetup(ctx context.Context, o setupOptions, in io.Reader, out io.Writer) 
 		return fmt.Errorf("systemd is not running for this user (--require-systemd): %w", sd.err)
 	}
 
+	// Taken by our own socket is fine: that is a setup run again.
+	if err := checkListen(settings.Listen); err != nil && !(sd.err == nil && sd.active(ctx, deploy.SocketUnit)) {
+		return fmt.Errorf("%s is already in use (%v): stop what listens there, such as make run's demo, or choose another port with --port N", settings.Listen, err)
+	}
+
 	var plan []step
 	if strings.Contains(p.binary, string(filepath.Separator)+"go-build") {
 		plan = append(plan, step{line: fmt.Sprintf("❗ %s is a temporary binary (go run): the unit will break when it is gone. Install mixmaster (make install) and run its setup.", p.binary)})
@@ -284,8 +289,22 @@ func runSetup(ctx context.Context, o setupOptions, in io.Reader, out io.Writer) 
 	if isLoopback(settings.Listen) {
 		fmt.Fprintf(out, "❗ Loopback only (%s): without tokens, anyone on this machine may queue builds. Set tokens in %s before listening on other addresses, or put nginx in front (deploy/nginx.conf.example).\n", settings.Listen, p.config)
 	}
-	fmt.Fprintf(out, "Try it: curl -d '{\"project\": \"greeting\", \"params\": {\"name\": \"world\"}}' %s/jobs\n", url)
+	fmt.Fprintf(out, "Try it: curl --json '{\"project\": \"greeting\", \"params\": {\"name\": \"world\"}}' %s/jobs\n", url)
 	return nil
+}
+
+// checkListen is how setup checks its address. The setup tests replace
+// it: their outcome must not depend on what else runs on the machine.
+var checkListen = listenFree
+
+// listenFree fails when addr cannot be listened on now, as when another
+// service holds the port.
+func listenFree(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return ln.Close()
 }
 
 // setupValues are what setup writes into a new config, or what a kept

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +77,11 @@ func newSetupEnv(t *testing.T, systemd bool) *setupEnv {
 	t.Setenv("MIXMASTER_CONFIG", "")
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	t.Setenv("FAKE_SYSTEMCTL_DIR", bin)
+	// The ports the goldens name may be in use here (by a service
+	// installed on this machine, say); TestSetupPortTaken checks for real.
+	probe := checkListen
+	checkListen = func(string) error { return nil }
+	t.Cleanup(func() { checkListen = probe })
 	return &setupEnv{
 		home:    home,
 		config:  filepath.Join(home, ".config", "mixmaster.ini"),
@@ -552,4 +559,28 @@ func TestSetupThenServe(t *testing.T) {
 		t.Errorf("greeting.txt = %q", b)
 	}
 	c.cmd.Process.Kill()
+}
+
+// TestSetupPortTaken: setup notices that its port is in use, says so and
+// suggests --port, changing nothing; a free port then works.
+func TestSetupPortTaken(t *testing.T) {
+	e := newSetupEnv(t, false)
+	checkListen = listenFree
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	code, out := e.run(t, "", "--yes", "--port", port)
+	if code != 1 || !strings.Contains(out, "127.0.0.1:"+port+" is already in use") || !strings.Contains(out, "--port N") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if _, err := os.Stat(e.config); err == nil {
+		t.Error("setup wrote the config although its port is taken")
+	}
+	ln.Close()
+	if code, out := e.run(t, "", "--yes", "--port", port); code != 0 {
+		t.Fatalf("with the port free: exit %d:\n%s", code, out)
+	}
 }

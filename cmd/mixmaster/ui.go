@@ -32,6 +32,7 @@ func (m *Main) registerUI(e *echo.Echo, h *api.Handler, svc *jobs.Service) {
 		ui.RequireRead = m.Auth.RequireRead()
 		ui.RequireWrite = m.Auth.RequireWrite()
 		ui.NewSessionCookie = m.Auth.SessionCookie
+		ui.IsHTTPS = m.Auth.IsHTTPS
 	}
 	h.JobPage = ui.JobPage
 	ui.Register(e)

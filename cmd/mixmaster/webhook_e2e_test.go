@@ -251,7 +251,7 @@ staging = echo quiet
 		"Mixmaster has finished building " + repo.Commits["production"][:8] + " on production.",
 		"O deployed",
 		"Mixmaster was unable to build " + repo.Commits["master"][:8] + " on master.",
-		"! broken",
+		"O broken", // stderr shares stdout's stream
 	} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("no mail contains %q:\n%s", want, joined)
