@@ -127,6 +127,23 @@ func TestSignedRedeliveryReturnsFirstJob(t *testing.T) {
 	}
 }
 
+// startBody serves h and sends it the headers of a 1000-byte JSON POST and
+// the first bytes of its body, on a connection that gives up after wait.
+func startBody(t *testing.T, h *Handler, wait time.Duration, first string) net.Conn {
+	t.Helper()
+	e, _ := newEcho(t, h)
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(wait))
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n%s", first)
+	return conn
+}
+
 // A client that trickles its body is answered 408 and cut off once the
 // body's time is up, instead of holding the connection for as long as it
 // likes.
@@ -134,20 +151,9 @@ func TestTrickledBodyTimesOut(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for a body deadline")
 	}
-	h := &Handler{Submitter: refusingSubmitter(t), BodyTimeout: 300 * time.Millisecond}
-	e, _ := newEcho(t, h)
-	srv := httptest.NewServer(e)
-	defer srv.Close()
-
-	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	// Far longer than the body's bound: a server without one answers
-	// nothing before it.
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+	// The deadline is far longer than the body's bound: a server without
+	// one answers nothing before it.
+	conn := startBody(t, &Handler{Submitter: refusingSubmitter(t), BodyTimeout: 300 * time.Millisecond}, 10*time.Second, "")
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
@@ -181,17 +187,7 @@ func TestTrickledBodyTimesOut(t *testing.T) {
 // A body whose Content-Length is over the limit is refused at once, not
 // after the server has read on through it as the client trickles it.
 func TestOversizedBodyRefusedUnread(t *testing.T) {
-	h := &Handler{Submitter: refusingSubmitter(t), BodyLimit: 64}
-	e, _ := newEcho(t, h)
-	srv := httptest.NewServer(e)
-	defer srv.Close()
-	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+	conn := startBody(t, &Handler{Submitter: refusingSubmitter(t), BodyLimit: 64}, 5*time.Second, "{")
 	// The rest of the body never comes: the answer must not wait for it.
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {

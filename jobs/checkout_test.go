@@ -3,10 +3,6 @@ package jobs
 import (
 	"bytes"
 	"context"
-	"io"
-	"net/http"
-	"net/http/cgi"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -219,7 +215,7 @@ func TestRunnerBuildsOnlyCommitsOnTarget(t *testing.T) {
 func TestRunnerHidesCredentials(t *testing.T) {
 	repo := newGitRepo(t)
 	repo.commit("first")
-	srv := gitHTTPServer(t, filepath.Dir(repo.dir), "ci", "s3cret")
+	srv := testenv.GitHTTPServer(t, filepath.Dir(repo.dir), "ci", "s3cret")
 	host := strings.TrimPrefix(srv.URL, "http://")
 
 	envFile := filepath.Join(t.TempDir(), "env")
@@ -255,29 +251,4 @@ func TestRunnerHidesCredentials(t *testing.T) {
 			t.Errorf("the %s shows the password:\n%s", what, text)
 		}
 	}
-}
-
-// gitHTTPServer serves the repositories under root with git http-backend,
-// only to user:password.
-func gitHTTPServer(t *testing.T, root, user, password string) *httptest.Server {
-	t.Helper()
-	out, err := exec.Command("git", "--exec-path").Output()
-	if err != nil {
-		t.Fatalf("git --exec-path: %v", err)
-	}
-	backend := &cgi.Handler{
-		Path:   filepath.Join(strings.TrimSpace(string(out)), "git-http-backend"),
-		Env:    []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"},
-		Stderr: io.Discard,
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u, p, ok := r.BasicAuth(); !ok || u != user || p != password {
-			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
-			http.Error(w, "who are you?", http.StatusUnauthorized)
-			return
-		}
-		backend.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv
 }

@@ -1,15 +1,12 @@
 package scm
 
 import (
-	"io"
-	"net/http"
-	"net/http/cgi"
-	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"mixmaster/internal/testenv"
 
 	"mixmaster"
 )
@@ -135,38 +132,13 @@ func TestCheckoutConvertsMirror(t *testing.T) {
 	}
 }
 
-// gitHTTPServer serves the repositories under root with git http-backend,
-// only to user:password.
-func gitHTTPServer(t *testing.T, root, user, password string) *httptest.Server {
-	t.Helper()
-	out, err := exec.Command("git", "--exec-path").Output()
-	if err != nil {
-		t.Fatalf("git --exec-path: %v", err)
-	}
-	backend := &cgi.Handler{
-		Path:   filepath.Join(strings.TrimSpace(string(out)), "git-http-backend"),
-		Env:    []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"},
-		Stderr: io.Discard,
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u, p, ok := r.BasicAuth(); !ok || u != user || p != password {
-			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
-			http.Error(w, "who are you?", http.StatusUnauthorized)
-			return
-		}
-		backend.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv
-}
-
 // TestCheckoutHidesCredentials clones over http with a password in the URL
 // and checks that the password shows nowhere: not in the log (commands and
 // git's messages), not in errors, not in the workspace's config.
 func TestCheckoutHidesCredentials(t *testing.T) {
 	t.Parallel()
 	o := newOrigin(t)
-	srv := gitHTTPServer(t, filepath.Dir(o.dir), "ci", "s3cret")
+	srv := testenv.GitHTTPServer(t, filepath.Dir(o.dir), "ci", "s3cret")
 	host := strings.TrimPrefix(srv.URL, "http://")
 	g := newGit(t)
 	dir := filepath.Join(t.TempDir(), "ws")

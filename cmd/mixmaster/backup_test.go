@@ -203,6 +203,20 @@ func TestBackupRejectsGarbage(t *testing.T) {
 	}
 }
 
+// copyHoldsSuccess opens a backup copy as the service would and checks
+// that it holds job id, succeeded.
+func copyHoldsSuccess(t *testing.T, path string, id mixmaster.JobID) {
+	t.Helper()
+	db, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if j, err := db.Job(t.Context(), id); err != nil || j.Status != mixmaster.StatusSucceeded {
+		t.Fatalf("job in the copy: %+v, %v", j, err)
+	}
+}
+
 // TestBackupOfRunningService copies the database of a live service over
 // its own API while it holds the database's lock.
 func TestBackupOfRunningService(t *testing.T) {
@@ -214,14 +228,7 @@ func TestBackupOfRunningService(t *testing.T) {
 	if code, text := runCmd(t, "backup", "--config", s.Config.Path, "--server", s.URL, out); code != 0 {
 		t.Fatalf("backup: %d %s", code, text)
 	}
-	db, err := store.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if j, err := db.Job(t.Context(), a.ID); err != nil || j.Status != mixmaster.StatusSucceeded {
-		t.Fatalf("job in the copy: %+v, %v", j, err)
-	}
+	copyHoldsSuccess(t, out, a.ID)
 }
 
 // TestBackupWithoutConfig asks the running service when no config says
@@ -240,14 +247,7 @@ func TestBackupWithoutConfig(t *testing.T) {
 	if code, text := runCmd(t, "backup", out); code != 0 {
 		t.Fatalf("backup: %d %s", code, text)
 	}
-	db, err := store.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if j, err := db.Job(t.Context(), a.ID); err != nil || j.Status != mixmaster.StatusSucceeded {
-		t.Fatalf("job in the copy: %+v, %v", j, err)
-	}
+	copyHoldsSuccess(t, out, a.ID)
 	if fi, err := os.Stat(filepath.Dir(out)); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("the new folder: %v, %v; want mode 700", fi, err)
 	}
